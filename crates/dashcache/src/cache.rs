@@ -1,0 +1,436 @@
+//! The cache protocol: the [`Cache`] trait every backend implements, and its value types.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// How long a written key lives. Explicit on every write, so no key is left without expiry by
+/// accident.
+///
+/// TTLs have millisecond precision: a duration with a fraction of a millisecond is rounded up.
+/// A zero TTL is refused with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+/// (it is not a silent delete), and so is one longer than [`Ttl::MAX`].
+///
+/// ```
+/// use std::time::Duration;
+/// use dashcache::Ttl;
+///
+/// let session = Ttl::secs(1800);
+/// let short = Ttl::from(Duration::from_millis(250));
+/// let forever = Ttl::Persist;
+/// # let _ = (session, short, forever);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ttl {
+    /// The key expires this long after the write.
+    After(Duration),
+    /// The key never expires. Use only where a key truly must outlive every deadline.
+    Persist,
+}
+
+impl Ttl {
+    /// The longest TTL accepted: 100 years, far past any cache entry's useful life, and well
+    /// inside what every backend can represent.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+    /// A TTL of `secs` seconds.
+    pub const fn secs(secs: u64) -> Self {
+        Self::After(Duration::from_secs(secs))
+    }
+
+    /// A TTL of `millis` milliseconds.
+    pub const fn millis(millis: u64) -> Self {
+        Self::After(Duration::from_millis(millis))
+    }
+
+    /// The TTL in whole milliseconds (rounded up), or `None` for [`Ttl::Persist`].
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) for a zero TTL or one above
+    /// [`Ttl::MAX`].
+    pub fn to_millis(self) -> Result<Option<u64>> {
+        match self {
+            Self::Persist => Ok(None),
+            Self::After(d) if d.is_zero() => Err(Error::invalid_argument(
+                "a TTL must be positive (use delete to remove a key)",
+            )),
+            Self::After(d) if d > Self::MAX => Err(Error::invalid_argument(format!(
+                "a TTL must be at most {} s, got {} s",
+                Self::MAX.as_secs(),
+                d.as_secs()
+            ))),
+            Self::After(d) => {
+                let millis = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+                // Bounded by Ttl::MAX above, so the conversion cannot fail.
+                Ok(Some(u64::try_from(millis).unwrap_or(u64::MAX)))
+            }
+        }
+    }
+}
+
+impl From<Duration> for Ttl {
+    fn from(d: Duration) -> Self {
+        Self::After(d)
+    }
+}
+
+/// The remaining life of a key, as reported by [`Cache::ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyTtl {
+    /// The key does not exist.
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key exists and expires after this long (millisecond precision).
+    Expires(Duration),
+}
+
+/// Size limits every backend enforces the same way, so a value accepted in development is
+/// accepted in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The longest key, in bytes (default 1 KiB).
+    pub max_key_bytes: usize,
+    /// The largest value, in bytes (default 8 MiB).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+            max_value_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the longest key, in bytes.
+    #[must_use]
+    pub fn with_max_key_bytes(mut self, bytes: usize) -> Self {
+        self.max_key_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest value, in bytes.
+    #[must_use]
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Checks a key: non-empty, at most `max_key_bytes`, no control characters.
+    ///
+    /// # Errors
+    /// [`InvalidKey`](crate::ErrorKind::InvalidKey) naming the rule broken.
+    pub fn check_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::invalid_key(key, "a key must not be empty"));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(Error::invalid_key(key, "the key is longer than the limit"));
+        }
+        if has_control(key) {
+            return Err(Error::invalid_key(
+                key,
+                "a key must not contain control characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a value's size against `max_value_bytes`.
+    ///
+    /// # Errors
+    /// [`TooLarge`](crate::ErrorKind::TooLarge) carrying the key.
+    pub fn check_value(&self, key: &str, value: &[u8]) -> Result<()> {
+        if value.len() > self.max_value_bytes {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "the value has {} bytes, the limit is {}",
+                    value.len(),
+                    self.max_value_bytes
+                ),
+            )
+            .with_key(key));
+        }
+        Ok(())
+    }
+
+    /// Checks a glob pattern: non-empty, at most `max_key_bytes`, no control characters.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument): an empty pattern would match
+    /// nothing useful and is almost always a bug in the caller's key building.
+    pub fn check_pattern(&self, pattern: &str) -> Result<()> {
+        if pattern.is_empty() {
+            return Err(Error::invalid_argument("a pattern must not be empty"));
+        }
+        if pattern.len() > self.max_key_bytes {
+            return Err(Error::invalid_argument(
+                "the pattern is longer than the key limit",
+            ));
+        }
+        if has_control(pattern) {
+            return Err(Error::invalid_argument(
+                "a pattern must not contain control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    // Most keys are ASCII: check bytes first and decode only when there is something to decode.
+    s.bytes().any(|b| b < 0x20 || b == 0x7f) || (!s.is_ascii() && s.chars().any(char::is_control))
+}
+
+/// The cache protocol. Every backend implements it; every pattern is written against it.
+///
+/// A service holds one `Arc<dyn Cache>`. Values are bytes; typed helpers live in
+/// [`CacheExt`](crate::CacheExt). Every method returns a [`Result`] and none panics: a miss is
+/// `Ok(None)`, a failure is an [`Error`] whose [`kind`](Error::kind) says what to do about it.
+///
+/// Keys are checked against the backend's [`Limits`] before anything is sent.
+#[async_trait]
+pub trait Cache: Send + Sync + Debug + 'static {
+    /// The value at `key`, or `None` on a miss.
+    ///
+    /// # Errors
+    /// `WrongType` when the key holds a set; transport errors as their kinds.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Writes `value` at `key` with `ttl`, replacing any value and TTL it had.
+    ///
+    /// # Errors
+    /// `InvalidKey`, `TooLarge`, `InvalidArgument` (TTL), transport errors.
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()>;
+
+    /// Writes `value` only if `key` does not exist (`SET NX`); `true` when written.
+    ///
+    /// # Errors
+    /// As [`Cache::set`].
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool>;
+
+    /// Atomically reads and deletes `key`: of many concurrent takers exactly one gets the value.
+    ///
+    /// # Errors
+    /// `WrongType` when the key holds a set (it is left in place).
+    async fn take(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Deletes `key`; `true` when a key was removed.
+    ///
+    /// # Errors
+    /// `InvalidKey`, transport errors.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Deletes every key of `keys` in one round trip; the number actually removed.
+    ///
+    /// # Errors
+    /// `InvalidKey` (nothing is deleted), transport errors.
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64>;
+
+    /// Whether `key` exists (of any type).
+    ///
+    /// # Errors
+    /// `InvalidKey`, transport errors.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// The values at `keys`, in the same order, `None` for misses (and for keys holding sets, as
+    /// `MGET` does). One round trip per server; none for an empty slice.
+    ///
+    /// # Errors
+    /// `InvalidKey`, transport errors.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>>;
+
+    /// Writes every entry with the same `ttl`, all or nothing, in one round trip.
+    ///
+    /// # Errors
+    /// `InvalidKey`, `TooLarge`, `InvalidArgument` (nothing is written), transport errors.
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()>;
+
+    /// Atomically adds `delta` to the integer at `key` and returns the new value. A missing key
+    /// starts at 0.
+    ///
+    /// With `ttl_on_create`, after the call the key has a TTL: the given one if it had none,
+    /// its own otherwise (`EXPIRE NX`), in the same atomic step, so no counter is ever left
+    /// without expiry.
+    ///
+    /// # Errors
+    /// `WrongType` when the value is not a decimal integer (or the key holds a set);
+    /// `InvalidArgument` when the result would overflow `i64` (the value is unchanged).
+    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64>;
+
+    /// Sets the TTL of an existing key; `false` when the key is missing. [`Ttl::Persist`]
+    /// removes the expiry.
+    ///
+    /// # Errors
+    /// `InvalidKey`, `InvalidArgument` (TTL), transport errors.
+    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool>;
+
+    /// The remaining life of `key`.
+    ///
+    /// # Errors
+    /// `InvalidKey`, transport errors.
+    async fn ttl(&self, key: &str) -> Result<KeyTtl>;
+
+    /// Deletes every key matching the Redis glob `pattern` and returns how many were actually
+    /// deleted. Non-blocking: `SCAN` + `UNLINK` in batches, never `KEYS`.
+    ///
+    /// Build patterns with [`Keys::pattern`](crate::Keys::pattern): a raw pattern containing a
+    /// user-supplied id can match other users' keys.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an empty pattern, transport errors (keys deleted before the error
+    /// stay deleted).
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64>;
+
+    /// Adds `members` to the set at `key` and sets the set's TTL (on every call); the number of
+    /// members newly added. An empty `members` is a no-op returning 0.
+    ///
+    /// # Errors
+    /// `WrongType` when the key holds a string (nothing changes), `TooLarge` for a member over
+    /// the value limit, transport errors.
+    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64>;
+
+    /// Removes `members` from the set at `key`; the number removed. Removing the last member
+    /// removes the key.
+    ///
+    /// # Errors
+    /// `WrongType` when the key holds a string, transport errors.
+    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64>;
+
+    /// The members of the set at `key`, in no particular order; empty when the key is missing.
+    ///
+    /// # Errors
+    /// `WrongType` when the key holds a string, transport errors.
+    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>>;
+
+    /// A round trip to the backend; how long it took.
+    ///
+    /// # Errors
+    /// Transport errors: a dead cache must show up here, not be hidden by fail-open.
+    async fn ping(&self) -> Result<Duration>;
+}
+
+/// Forwards every method, so `Arc<dyn Cache>` (what a service holds) can be wrapped by generic
+/// decorators such as `Instrumented<C>`.
+#[async_trait]
+impl<C: Cache + ?Sized> Cache for Arc<C> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        (**self).set(key, value, ttl).await
+    }
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        (**self).set_if_absent(key, value, ttl).await
+    }
+    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
+        (**self).take(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        (**self).delete(key).await
+    }
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        (**self).delete_many(keys).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        (**self).exists(key).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        (**self).get_many(keys).await
+    }
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        (**self).set_many(entries, ttl).await
+    }
+    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
+        (**self).increment(key, delta, ttl_on_create).await
+    }
+    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        (**self).expire(key, ttl).await
+    }
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        (**self).ttl(key).await
+    }
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        (**self).delete_pattern(pattern).await
+    }
+    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
+        (**self).set_add(key, members, ttl).await
+    }
+    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
+        (**self).set_remove(key, members).await
+    }
+    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
+        (**self).set_members(key).await
+    }
+    async fn ping(&self) -> Result<Duration> {
+        (**self).ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn ttl_rounds_sub_millisecond_parts_up() {
+        assert_eq!(
+            Ttl::from(Duration::from_micros(1)).to_millis().ok(),
+            Some(Some(1))
+        );
+        assert_eq!(
+            Ttl::from(Duration::from_micros(1500)).to_millis().ok(),
+            Some(Some(2))
+        );
+        assert_eq!(Ttl::secs(3).to_millis().ok(), Some(Some(3000)));
+        assert_eq!(Ttl::Persist.to_millis().ok(), Some(None));
+    }
+
+    #[test]
+    fn zero_and_huge_ttls_are_invalid_arguments() {
+        for ttl in [Ttl::secs(0), Ttl::from(Duration::MAX), Ttl::secs(u64::MAX)] {
+            let err = ttl.to_millis().err().map(|e| e.kind());
+            assert_eq!(err, Some(ErrorKind::InvalidArgument), "{ttl:?}");
+        }
+        assert!(Ttl::from(Ttl::MAX).to_millis().is_ok());
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let limits = Limits::default();
+        assert!(limits.check_key("user:1").is_ok());
+        assert!(limits.check_key("héllo wörld").is_ok());
+        for bad in ["", "a\nb", "a\u{7f}", "a\u{85}b", &"k".repeat(1025)] {
+            let kind = limits.check_key(bad).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::InvalidKey), "{bad:?}");
+        }
+        assert!(limits.check_key(&"k".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn values_over_the_limit_are_too_large() {
+        let limits = Limits::default().with_max_value_bytes(4);
+        assert!(limits.check_value("k", b"1234").is_ok());
+        let err = limits.check_value("k", b"12345").err();
+        assert_eq!(err.as_ref().map(Error::kind), Some(ErrorKind::TooLarge));
+        assert_eq!(err.as_ref().and_then(Error::key), Some("k"));
+    }
+
+    #[test]
+    fn cache_is_dyn_compatible() {
+        fn takes(_: Option<Arc<dyn Cache>>) {}
+        takes(None);
+    }
+}

@@ -1,0 +1,82 @@
+//! # dashcache
+//!
+//! The cache layer for Rust web services: one protocol ([`Cache`]) over an embedded cache
+//! ([`MemoryCache`], the default: nothing to install) and Redis ([`RedisCache`]), with typed
+//! helpers, safe key building and Redis-compatible glob deletion.
+//!
+//! ## Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> dashcache::Result<()> {
+//! use std::sync::Arc;
+//! use dashcache::{Cache, CacheExt, Keys, MemoryCache, Ttl};
+//!
+//! // What a service holds: one shared handle. Swap in `RedisCache::connect(url)` in production.
+//! let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+//! let keys = Keys::new("dashtam", ["user", "authz"])?;
+//!
+//! // Every key through the builder: prefixed, and ids can never become pattern syntax.
+//! let key = keys.key(["user", "42"])?;
+//! cache.set_json(&key, &serde_json::json!({"name": "Ada"}), Ttl::secs(3600)).await?;
+//! let user: Option<serde_json::Value> = cache.get_json(&key).await?;
+//! assert_eq!(user.map(|u| u["name"].clone()), Some("Ada".into()));
+//!
+//! // Atomic counters with a TTL set in the same step.
+//! let hits = cache.increment(&keys.key(["user", "42", "hits"])?, 1, Some(Ttl::secs(60))).await?;
+//! assert_eq!(hits, 1);
+//!
+//! // Invalidate everything of one user, whatever their id contains.
+//! cache.set_str(&keys.key(["authz", "42", "accounts", "read"])?, "1", Ttl::secs(300)).await?;
+//! assert_eq!(cache.delete_pattern(&keys.pattern(["authz", "42"])?).await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With Redis (the `redis` feature, on by default):
+//!
+//! ```no_run
+//! # async fn run() -> dashcache::Result<()> {
+//! use std::time::Duration;
+//! use dashcache::{Cache, RedisCache};
+//!
+//! let cache = RedisCache::builder("redis://127.0.0.1:6379")
+//!     .timeout(Duration::from_millis(250))
+//!     .connect()
+//!     .await?;
+//! let rtt = cache.ping().await?;
+//! # let _ = rtt;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Contracts
+//!
+//! - Every operation returns a [`Result`]; none panics. A miss is `Ok(None)`; failures carry an
+//!   [`ErrorKind`] and a stable [`Error::code`].
+//! - Every write names its [`Ttl`]; a zero TTL is an error, not a delete.
+//! - Backends enforce the same [`Limits`] (1 KiB keys, 8 MiB values by default) and the same
+//!   semantics, proven by one conformance suite run against each.
+//! - On Redis every operation has a deadline (250 ms by default) and a circuit breaker, so a
+//!   dead or hung server costs one deadline, not one per request.
+//!
+//! ## Features
+//!
+//! - `redis` (default): [`RedisCache`].
+
+pub mod cache;
+pub mod error;
+pub mod ext;
+pub mod glob;
+pub mod key;
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use cache::{Cache, KeyTtl, Limits, Ttl};
+pub use error::{Error, ErrorKind, Result};
+pub use ext::CacheExt;
+pub use key::{Keys, KeysBuilder};
+pub use memory::{MemoryCache, MemoryCacheBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{BreakerConfig, RedisCache, RedisCacheBuilder};

@@ -1,0 +1,287 @@
+//! The circuit breaker in front of every Redis operation.
+//!
+//! Closed, it costs one atomic load per operation. After `failure_threshold` consecutive
+//! transient failures (unreachable, timed out) it opens: operations fail at once with
+//! `CircuitOpen`, without touching the network, so a hung server costs one deadline, not one
+//! per request. After `open_for` it lets exactly one probe through (half-open); the probe's
+//! success closes it, its failure opens it for another `open_for`.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind};
+
+/// When the breaker opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// Consecutive transient failures that open the breaker (default 5; at least 1).
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe is let through (default 500 ms).
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: Duration::from_millis(500),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Sets the failure threshold (a value of 0 is taken as 1).
+    ///
+    /// ```
+    /// let cfg = dashcache::BreakerConfig::default().with_failure_threshold(3);
+    /// assert_eq!(cfg.failure_threshold, 3);
+    /// ```
+    #[must_use]
+    pub fn with_failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures.max(1);
+        self
+    }
+
+    /// Sets how long the breaker stays open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cfg = dashcache::BreakerConfig::default().with_open_for(Duration::from_secs(1));
+    /// assert_eq!(cfg.open_for, Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn with_open_for(mut self, open_for: Duration) -> Self {
+        self.open_for = open_for;
+        self
+    }
+}
+
+/// The breaker's state, shared by every clone of a `RedisCache`.
+#[derive(Debug)]
+pub(crate) struct CircuitBreaker {
+    config: BreakerConfig,
+    epoch: Instant,
+    failures: AtomicU32,
+    /// Nanoseconds after `epoch` until which the breaker is open, plus one; 0 when closed.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+}
+
+/// Leave to run one operation. Dropped without [`Permit::record`] (the caller's future was
+/// cancelled), a probe counts as failed, so the breaker can never stay stuck half-open.
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    recorded: bool,
+}
+
+impl CircuitBreaker {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    fn ticks(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// Whether the breaker is open now (for health reports).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// Asks to run one operation at `now`.
+    pub(crate) fn acquire(&self, now: Instant) -> Result<Permit<'_>, Error> {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Ok(Permit {
+                breaker: self,
+                probe: false,
+                recorded: false,
+            });
+        }
+        if self.ticks(now) >= until
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Ok(Permit {
+                breaker: self,
+                probe: true,
+                recorded: false,
+            });
+        }
+        Err(Error::new(
+            ErrorKind::CircuitOpen,
+            "the circuit breaker is open after repeated failures",
+        ))
+    }
+
+    fn on_success(&self) {
+        self.failures.store(0, Ordering::Release);
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!("cache circuit breaker closed: the backend answers again");
+        }
+    }
+
+    fn on_failure(&self, probe: bool, now: Instant) {
+        let open_until = self
+            .ticks(now)
+            .saturating_add(u64::try_from(self.config.open_for.as_nanos()).unwrap_or(u64::MAX));
+        if probe {
+            self.open_until.store(open_until, Ordering::Release);
+            return;
+        }
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if failures >= self.config.failure_threshold
+            && self
+                .open_until
+                .compare_exchange(0, open_until, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                failures,
+                open_for_ms = self.config.open_for.as_millis() as u64,
+                "cache circuit breaker opened: failing fast without contacting the backend"
+            );
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Records the outcome: an error that proves the backend unreachable or slow counts as a
+    /// failure; any answer from the backend (errors such as WRONGTYPE included) as a success.
+    pub(crate) fn record<T>(mut self, outcome: &Result<T, Error>, now: Instant) {
+        self.recorded = true;
+        match outcome {
+            Err(e) if e.is_transient() => self.breaker.on_failure(self.probe, now),
+            _ => self.breaker.on_success(),
+        }
+        if self.probe {
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            self.breaker.on_failure(true, Instant::now());
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout() -> Result<(), Error> {
+        Err(Error::new(ErrorKind::Timeout, "t"))
+    }
+
+    fn fail(b: &CircuitBreaker, now: Instant) {
+        if let Ok(p) = b.acquire(now) {
+            p.record(&timeout(), now);
+        }
+    }
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            fail(&b, t0);
+        }
+        assert!(!b.is_open());
+        fail(&b, t0);
+        assert!(b.is_open());
+        let err = b.acquire(t0).err().map(|e| e.kind());
+        assert_eq!(err, Some(ErrorKind::CircuitOpen));
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            fail(&b, t0);
+        }
+        if let Ok(p) = b.acquire(t0) {
+            p.record(&Ok(()), t0);
+        }
+        for _ in 0..4 {
+            fail(&b, t0);
+        }
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn non_transient_errors_do_not_count() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            if let Ok(p) = b.acquire(t0) {
+                p.record::<()>(&Err(Error::new(ErrorKind::WrongType, "w")), t0);
+            }
+        }
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn half_open_lets_one_probe_through_and_closes_on_success() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            fail(&b, t0);
+        }
+        let later = t0 + Duration::from_millis(501);
+        let probe = b.acquire(later);
+        assert!(probe.is_ok());
+        assert!(b.acquire(later).is_err(), "only one probe at a time");
+        if let Ok(p) = probe {
+            p.record(&Ok(()), later);
+        }
+        assert!(!b.is_open());
+        assert!(b.acquire(later).is_ok());
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_for_another_period() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            fail(&b, t0);
+        }
+        let t1 = t0 + Duration::from_millis(600);
+        fail(&b, t1);
+        assert!(b.acquire(t1 + Duration::from_millis(400)).is_err());
+        assert!(b.acquire(t1 + Duration::from_millis(501)).is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_probe_does_not_leave_the_breaker_stuck() {
+        let b = CircuitBreaker::new(BreakerConfig::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            fail(&b, t0);
+        }
+        let later = t0 + Duration::from_millis(501);
+        drop(b.acquire(later));
+        // The dropped probe reopened the breaker from the real clock; a probe is possible again
+        // one period later.
+        let much_later = Instant::now() + Duration::from_millis(501);
+        assert!(b.acquire(much_later).is_ok());
+    }
+}

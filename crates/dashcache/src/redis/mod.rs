@@ -1,0 +1,595 @@
+//! [`RedisCache`]: the production backend, on the `redis` crate.
+//!
+//! One multiplexed, auto-reconnecting connection (`ConnectionManager`) shared by every clone.
+//! Every operation runs under a deadline and behind a circuit breaker (see
+//! [`BreakerConfig`]); reconnection is attempted once per operation that needs it, inside that
+//! operation's deadline, so a dead server is reported as `Unavailable` at once instead of
+//! queueing callers behind a backoff loop.
+
+mod breaker;
+mod convert;
+mod scripts;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Value};
+
+pub use breaker::BreakerConfig;
+use breaker::CircuitBreaker;
+use scripts::Scripts;
+
+use crate::cache::{Cache, KeyTtl, Limits, Ttl};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The Redis backend. `Clone` is a cheap handle: clones share the connection and the breaker.
+///
+/// ```no_run
+/// # async fn run() -> dashcache::Result<()> {
+/// use dashcache::{Cache, RedisCache, Ttl};
+///
+/// let cache = RedisCache::connect("redis://127.0.0.1:6379").await?;
+/// cache.set("app:user:1", "Ada".into(), Ttl::secs(60)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    timeout: Duration,
+    breaker: CircuitBreaker,
+    limits: Limits,
+    scan_count: u32,
+    scripts: Scripts,
+    /// The URL with any password masked, for Debug and error messages.
+    display_url: String,
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("url", &self.inner.display_url)
+            .field("timeout", &self.inner.timeout)
+            .field("breaker_open", &self.inner.breaker.is_open())
+            .field("limits", &self.inner.limits)
+            .finish()
+    }
+}
+
+/// Configures a [`RedisCache`]; see [`RedisCache::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct RedisCacheBuilder {
+    url: String,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+    breaker: BreakerConfig,
+    limits: Limits,
+    scan_count: u32,
+}
+
+impl fmt::Debug for RedisCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCacheBuilder")
+            .field("url", &mask_password(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("breaker", &self.breaker)
+            .field("limits", &self.limits)
+            .field("scan_count", &self.scan_count)
+            .finish()
+    }
+}
+
+impl RedisCacheBuilder {
+    /// The deadline of every operation, connection included (default 250 ms). For
+    /// `delete_pattern` it bounds each `SCAN` / `UNLINK` step, not the whole sweep.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = dashcache::RedisCache::builder("redis://127.0.0.1").timeout(Duration::from_millis(100));
+    /// # let _ = b;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The deadline of one connection attempt (default: the operation deadline).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The circuit breaker's thresholds (default: open after 5 consecutive transient failures,
+    /// probe after 500 ms).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The key and value size limits (default 1 KiB keys, 8 MiB values).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The `COUNT` hint of each `SCAN` step of `delete_pattern` (default 1000, at least 500):
+    /// large enough to sweep quickly, small enough that each step stays short on the server.
+    pub fn scan_count(mut self, count: u32) -> Self {
+        self.scan_count = count.max(500);
+        self
+    }
+
+    /// Builds the cache without any I/O; the connection is made by the first operation. Use
+    /// this when the service must start even while Redis is down (fail-open), and check
+    /// [`Cache::ping`] to report it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a malformed URL or when called outside a Tokio
+    /// runtime (the connection's driver task needs one).
+    pub fn build(self) -> Result<RedisCache> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid_argument(
+                "RedisCache must be built inside a Tokio runtime",
+            ));
+        }
+        let display_url = mask_password(&self.url);
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
+        })?;
+        let config = ConnectionManagerConfig::new()
+            // One attempt per reconnect: retries would keep callers waiting on a backoff
+            // schedule past their deadline. The breaker paces the attempts instead.
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.connect_timeout.unwrap_or(self.timeout)))
+            // Our own deadline covers every operation, connecting included.
+            .set_response_timeout(None);
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
+            Error::invalid_argument(format!("invalid Redis configuration for {display_url}"))
+                .with_source(e)
+        })?;
+        Ok(RedisCache {
+            inner: Arc::new(Inner {
+                conn,
+                timeout: self.timeout,
+                breaker: CircuitBreaker::new(self.breaker),
+                limits: self.limits,
+                scan_count: self.scan_count,
+                scripts: Scripts::new(),
+                display_url,
+            }),
+        })
+    }
+
+    /// Builds the cache and checks that the server answers.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), and the error of the first `PING` (`Unavailable`, `Timeout`,
+    /// or `Backend` for a refused authentication).
+    pub async fn connect(self) -> Result<RedisCache> {
+        let cache = self.build()?;
+        cache.ping().await?;
+        Ok(cache)
+    }
+}
+
+impl RedisCache {
+    /// Starts configuring a cache for `url` (`redis://[user:password@]host:port[/db]`).
+    pub fn builder(url: impl Into<String>) -> RedisCacheBuilder {
+        RedisCacheBuilder {
+            url: url.into(),
+            timeout: Duration::from_millis(250),
+            connect_timeout: None,
+            breaker: BreakerConfig::default(),
+            limits: Limits::default(),
+            scan_count: 1000,
+        }
+    }
+
+    /// Connects to `url` with the default deadline and breaker, and checks that it answers.
+    ///
+    /// # Errors
+    /// As [`RedisCacheBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// Whether the circuit breaker is open right now.
+    pub fn is_circuit_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// The URL this cache talks to, password masked.
+    pub fn url(&self) -> &str {
+        &self.inner.display_url
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Runs one round trip under the breaker and the deadline.
+    async fn run<T>(
+        &self,
+        key: Option<&str>,
+        op: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        let permit = self.inner.breaker.acquire(Instant::now())?;
+        let outcome = match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(convert::error(e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from {} within {} ms",
+                    self.inner.display_url,
+                    self.inner.timeout.as_millis()
+                ),
+            )),
+        };
+        permit.record(&outcome, Instant::now());
+        match (outcome, key) {
+            (Err(e), Some(key)) if e.key().is_none() => Err(e.with_key(key)),
+            (outcome, _) => outcome,
+        }
+    }
+
+    fn check_keys(&self, keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|k| self.inner.limits.check_key(k))
+    }
+}
+
+/// `SET`'s expiry arguments for a TTL already checked by [`Ttl::to_millis`].
+fn with_ttl(cmd: &mut redis::Cmd, ttl_millis: Option<u64>) {
+    if let Some(ms) = ttl_millis {
+        cmd.arg("PX").arg(ms);
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        self.run(Some(key), redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.inner.limits.check_key(key)?;
+        self.inner.limits.check_value(key, &value)?;
+        let ttl = ttl.to_millis()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value.as_ref());
+        with_ttl(&mut cmd, ttl);
+        let mut conn = self.conn();
+        self.run(Some(key), cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        self.inner.limits.check_value(key, &value)?;
+        let ttl = ttl.to_millis()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value.as_ref()).arg("NX");
+        with_ttl(&mut cmd, ttl);
+        let mut conn = self.conn();
+        let reply: Value = self.run(Some(key), cmd.query_async(&mut conn)).await?;
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        self.run(
+            Some(key),
+            redis::cmd("GETDEL").arg(key).query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        let n: u64 = self
+            .run(
+                Some(key),
+                redis::cmd("UNLINK").arg(key).query_async(&mut conn),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        self.check_keys(keys)?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        self.run(None, redis::cmd("UNLINK").arg(keys).query_async(&mut conn))
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        let n: u64 = self
+            .run(
+                Some(key),
+                redis::cmd("EXISTS").arg(key).query_async(&mut conn),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        self.check_keys(keys)?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        self.run(None, redis::cmd("MGET").arg(keys).query_async(&mut conn))
+            .await
+    }
+
+    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
+        for (key, value) in entries {
+            self.inner.limits.check_key(key)?;
+            self.inner.limits.check_value(key, value)?;
+        }
+        let ttl = ttl.to_millis()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in entries {
+            let cmd = pipe.cmd("SET").arg(*key).arg(value.as_ref());
+            if let Some(ms) = ttl {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.ignore();
+        }
+        let mut conn = self.conn();
+        self.run(None, pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
+        self.inner.limits.check_key(key)?;
+        let ttl = match ttl_on_create {
+            Some(ttl) => ttl.to_millis()?,
+            None => None,
+        };
+        let mut conn = self.conn();
+        match ttl {
+            // Without a TTL there is nothing to make atomic beyond INCRBY itself.
+            None => {
+                self.run(
+                    Some(key),
+                    redis::cmd("INCRBY")
+                        .arg(key)
+                        .arg(delta)
+                        .query_async(&mut conn),
+                )
+                .await
+            }
+            Some(ms) => {
+                let script = &self.inner.scripts.increment;
+                let mut invocation = script.key(key);
+                invocation.arg(delta).arg(ms);
+                let text: String = self
+                    .run(Some(key), invocation.invoke_async(&mut conn))
+                    .await?;
+                text.parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::Backend,
+                        "the counter script returned a non-integer",
+                    )
+                    .with_key(key)
+                })
+            }
+        }
+    }
+
+    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        self.inner.limits.check_key(key)?;
+        let ttl = ttl.to_millis()?;
+        let mut conn = self.conn();
+        match ttl {
+            Some(ms) => {
+                let n: u64 = self
+                    .run(
+                        Some(key),
+                        redis::cmd("PEXPIRE")
+                            .arg(key)
+                            .arg(ms)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                Ok(n > 0)
+            }
+            None => {
+                // PERSIST answers 0 both for a missing key and for one without expiry; the
+                // contract is "false when missing", so ask EXISTS in the same transaction.
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("EXISTS")
+                    .arg(key)
+                    .cmd("PERSIST")
+                    .arg(key)
+                    .ignore();
+                let (exists,): (u64,) = self.run(Some(key), pipe.query_async(&mut conn)).await?;
+                Ok(exists > 0)
+            }
+        }
+    }
+
+    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        let ms: i64 = self
+            .run(
+                Some(key),
+                redis::cmd("PTTL").arg(key).query_async(&mut conn),
+            )
+            .await?;
+        Ok(match ms {
+            -2 => KeyTtl::Missing,
+            ms if ms < 0 => KeyTtl::Persistent,
+            ms => KeyTtl::Expires(Duration::from_millis(ms.unsigned_abs())),
+        })
+    }
+
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        self.inner.limits.check_pattern(pattern)?;
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let mut conn = self.conn();
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .run(
+                    None,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(self.inner.scan_count)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if !keys.is_empty() {
+                // UNLINK's count is what was actually deleted: a key SCAN returns twice, or one
+                // that expired meanwhile, is not counted.
+                let n: u64 = self
+                    .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
+                    .await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
+        self.inner.limits.check_key(key)?;
+        for member in members {
+            self.inner.limits.check_value(key, member)?;
+        }
+        let ttl = ttl.to_millis()?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.inner.scripts.set_add.key(key);
+        match ttl {
+            Some(ms) => invocation.arg(ms),
+            None => invocation.arg(""),
+        };
+        for member in members {
+            invocation.arg(member.as_ref());
+        }
+        let mut conn = self.conn();
+        self.run(Some(key), invocation.invoke_async(&mut conn))
+            .await
+    }
+
+    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
+        self.inner.limits.check_key(key)?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(key);
+        for member in members {
+            cmd.arg(member.as_ref());
+        }
+        let mut conn = self.conn();
+        self.run(Some(key), cmd.query_async(&mut conn)).await
+    }
+
+    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
+        self.inner.limits.check_key(key)?;
+        let mut conn = self.conn();
+        self.run(
+            Some(key),
+            redis::cmd("SMEMBERS").arg(key).query_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let mut conn = self.conn();
+        let start = Instant::now();
+        self.run(None, redis::cmd("PING").query_async::<()>(&mut conn))
+            .await?;
+        Ok(start.elapsed())
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`, for logs and Debug output.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://***@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            mask_password("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(mask_password("redis://hunter2@host"), "redis://***@host");
+        assert_eq!(
+            mask_password("rediss://:p@ss@host/1"),
+            "rediss://:***@host/1"
+        );
+    }
+
+    #[test]
+    fn build_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = RedisCache::builder("redis://127.0.0.1:1").build().err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_an_invalid_argument() {
+        let err = RedisCache::builder("not a url").build().err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+    }
+}
