@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashcache::{Cache, CacheExt, ErrorKind, KeyTtl, Limits, Ttl};
-use futures::StreamExt;
 use futures::future::join_all;
 
 /// What a case gets: the cache under test and its own key namespace.
@@ -105,24 +104,29 @@ pub async fn run_cases(cache: Arc<dyn Cache>, cases: Vec<Case>) {
         RUN.fetch_add(1, Ordering::Relaxed)
     );
     let total = cases.len();
-    let failures: Vec<String> = futures::stream::iter(cases)
+    let limit = Arc::new(tokio::sync::Semaphore::new(8));
+    let running: Vec<_> = cases
+        .into_iter()
         .map(|(name, case)| {
             let ctx = Ctx {
                 cache: Arc::clone(&cache),
                 ns: format!("conf:{run}:{name}:"),
             };
-            async move {
-                // A spawned task turns a failed assertion into a JoinError we can report.
-                match tokio::spawn(case(ctx)).await {
-                    Ok(()) => None,
-                    Err(e) => Some(format!("{name}: {}", panic_message(e))),
-                }
-            }
+            let limit = Arc::clone(&limit);
+            // A spawned task turns a failed assertion into a JoinError we can report.
+            let task = tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                case(ctx).await;
+            });
+            (name, task)
         })
-        .buffer_unordered(8)
-        .filter_map(|f| async move { f })
-        .collect()
-        .await;
+        .collect();
+    let mut failures = Vec::new();
+    for (name, task) in running {
+        if let Err(e) = task.await {
+            failures.push(format!("{name}: {}", panic_message(e)));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {total} conformance cases failed on {cache:?}:\n  {}",

@@ -259,7 +259,8 @@ pub(crate) fn free_port() -> u16 {
         .expect("bind an ephemeral loopback port")
 }
 
-/// One blocking `PING` with short timeouts: true on `+PONG`.
+/// One blocking `PING` with short timeouts: true when the server answers it (`+PONG`, or
+/// `-NOAUTH` from a server that requires a password).
 pub(crate) fn ping(port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
@@ -270,5 +271,5 @@ pub(crate) fn ping(port: u16) -> bool {
         return false;
     }
     let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    stream.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
 }

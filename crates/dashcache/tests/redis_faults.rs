@@ -1,0 +1,237 @@
+//! Fault tests of `RedisCache` against a real server that is killed, frozen and restarted.
+//!
+//! These use the production defaults (250 ms deadline, breaker after 5 failures, 500 ms open),
+//! because the deadline and the breaker are what they test.
+
+#![allow(clippy::panic, clippy::unwrap_used)] // a panic is how a test fails
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashcache::{Cache, ErrorKind, RedisCache, Ttl};
+use dashcache_testkit::RedisServer;
+
+const DEADLINE: Duration = Duration::from_millis(250);
+
+async fn cache_for(server: &RedisServer) -> RedisCache {
+    RedisCache::builder(server.url())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+}
+
+/// Calls `get` until it succeeds; how long that took.
+async fn time_to_recover(cache: &RedisCache, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cache.get("fault:probe").await.is_ok() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not recovered within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_fails_fast_as_unavailable_then_recovers_without_a_new_client() {
+    let mut server = RedisServer::start();
+    let cache = cache_for(&server).await;
+    cache
+        .set("fault:k", Bytes::from_static(b"v"), Ttl::secs(60))
+        .await
+        .unwrap();
+
+    server.kill();
+    let mut kinds = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let err = cache.get("fault:k").await.unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            took < DEADLINE,
+            "a dead server must not cost more than the deadline: {took:?}"
+        );
+        kinds.push(err.kind());
+    }
+    assert_eq!(kinds[0], ErrorKind::Unavailable, "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .all(|k| matches!(k, ErrorKind::Unavailable | ErrorKind::CircuitOpen)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&ErrorKind::CircuitOpen),
+        "the breaker opened: {kinds:?}"
+    );
+
+    server.restart();
+    let took = time_to_recover(&cache, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "recovered after {took:?}");
+    // The restarted server is empty, and its script cache too: scripted calls still work.
+    assert_eq!(
+        cache
+            .increment("fault:n", 1, Some(Ttl::secs(60)))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_times_out_then_the_breaker_fails_fast() {
+    let server = RedisServer::start();
+    let cache = cache_for(&server).await;
+    cache
+        .set("fault:k", Bytes::from_static(b"v"), Ttl::secs(60))
+        .await
+        .unwrap();
+
+    server.freeze();
+    for i in 0..5 {
+        let start = Instant::now();
+        let err = cache.get("fault:k").await.unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "call {i}: {err}");
+        assert!(took >= DEADLINE, "call {i} gave up early: {took:?}");
+        assert!(
+            took < DEADLINE + Duration::from_millis(50),
+            "call {i} took {took:?}"
+        );
+    }
+    assert!(cache.is_circuit_open());
+    for _ in 0..100 {
+        let start = Instant::now();
+        let err = cache.get("fault:k").await.unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+        assert!(
+            took < Duration::from_millis(1),
+            "an open breaker must not wait: {took:?}"
+        );
+    }
+
+    server.thaw();
+    let took = time_to_recover(&cache, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "recovered after {took:?}");
+    assert_eq!(
+        cache.get("fault:k").await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+    assert!(!cache.is_circuit_open());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_survive_a_flushed_script_cache() {
+    let server = RedisServer::start();
+    let cache = cache_for(&server).await;
+    let members = [Bytes::from_static(b"m1")];
+    assert_eq!(
+        cache
+            .increment("fault:n", 1, Some(Ttl::secs(60)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cache
+            .set_add("fault:s", &members, Ttl::secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+
+    let () = server.command(&[b"SCRIPT", b"FLUSH"]).await;
+
+    assert_eq!(
+        cache
+            .increment("fault:n", 1, Some(Ttl::secs(60)))
+            .await
+            .unwrap(),
+        2
+    );
+    let more = [Bytes::from_static(b"m2")];
+    assert_eq!(
+        cache
+            .set_add("fault:s", &more, Ttl::secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_built_while_redis_is_down_reports_it_and_connects_when_it_is_back() {
+    let mut server = RedisServer::start();
+    server.kill();
+
+    let connect = RedisCache::connect(server.url()).await;
+    assert_eq!(
+        connect.err().map(|e| e.kind()),
+        Some(ErrorKind::Unavailable)
+    );
+
+    let cache = RedisCache::builder(server.url()).build().unwrap();
+    assert_eq!(
+        cache.ping().await.err().map(|e| e.kind()),
+        Some(ErrorKind::Unavailable)
+    );
+
+    server.restart();
+    let took = time_to_recover(&cache, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "connected after {took:?}");
+    assert!(cache.ping().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_batches_make_no_round_trip() {
+    let mut server = RedisServer::start();
+    let cache = cache_for(&server).await;
+    server.kill();
+    // With the server gone, any round trip would fail: these succeed because they make none.
+    assert!(cache.get_many(&[]).await.unwrap().is_empty());
+    assert_eq!(cache.delete_many(&[]).await.unwrap(), 0);
+    cache.set_many(&[], Ttl::secs(60)).await.unwrap();
+    assert_eq!(
+        cache.set_add("fault:s", &[], Ttl::secs(60)).await.unwrap(),
+        0
+    );
+    assert_eq!(cache.set_remove("fault:s", &[]).await.unwrap(), 0);
+    assert!(
+        cache.get("fault:k").await.is_err(),
+        "the server really is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_any_round_trip() {
+    let mut server = RedisServer::start();
+    let cache = cache_for(&server).await;
+    server.kill();
+    let err = cache.get("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey);
+    let err = cache
+        .set("k", Bytes::new(), Ttl::secs(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let err = cache.delete_pattern("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_reported_not_hidden() {
+    let server = RedisServer::start_with_args(&["--requirepass", "right"]);
+    let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    let err = RedisCache::connect(url).await.unwrap_err();
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password is not echoed: {err}"
+    );
+    assert!(
+        err.kind() == ErrorKind::Backend && err.to_string().contains("authentication"),
+        "{err}"
+    );
+    let ok = RedisCache::connect(format!("redis://:right@127.0.0.1:{}", server.port())).await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
