@@ -228,9 +228,11 @@ impl MemoryCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live entry at `key`, if any.
-    fn live(&self, key: &str, now: Instant) -> Option<Entry> {
-        self.inner.store.get(key).filter(|e| e.is_live(now))
+    /// The live entry at `key`, if any. moka checks each entry's own deadline on every read
+    /// and never returns an expired entry, so no clock read is needed here (it would cost a
+    /// fifth of a hit).
+    fn live(&self, key: &str) -> Option<Entry> {
+        self.inner.store.get(key)
     }
 
     fn put(&self, key: &str, entry: Entry) {
@@ -247,7 +249,7 @@ impl MemoryCache {
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.inner.limits.check_key(key)?;
-        match self.live(key, Instant::now()) {
+        match self.live(key) {
             None => Ok(None),
             Some(Entry {
                 value: Value::Bytes(b),
@@ -270,7 +272,7 @@ impl Cache for MemoryCache {
         let ttl = ttl.to_millis()?;
         let _guard = self.lock(key);
         let now = Instant::now();
-        if self.live(key, now).is_some() {
+        if self.live(key).is_some() {
             return Ok(false);
         }
         self.put(key, Entry::new(Value::Bytes(value), ttl, now));
@@ -280,7 +282,7 @@ impl Cache for MemoryCache {
     async fn take(&self, key: &str) -> Result<Option<Bytes>> {
         self.inner.limits.check_key(key)?;
         let _guard = self.lock(key);
-        match self.live(key, Instant::now()) {
+        match self.live(key) {
             None => Ok(None),
             Some(Entry {
                 value: Value::Bytes(b),
@@ -321,17 +323,16 @@ impl Cache for MemoryCache {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         self.inner.limits.check_key(key)?;
-        Ok(self.live(key, Instant::now()).is_some())
+        Ok(self.live(key).is_some())
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         for key in keys {
             self.inner.limits.check_key(key)?;
         }
-        let now = Instant::now();
         Ok(keys
             .iter()
-            .map(|key| match self.live(key, now) {
+            .map(|key| match self.live(key) {
                 // As MGET: a key of another type reads as a miss.
                 Some(Entry {
                     value: Value::Bytes(b),
@@ -364,7 +365,7 @@ impl Cache for MemoryCache {
         };
         let _guard = self.lock(key);
         let now = Instant::now();
-        let (current, expires_at) = match self.live(key, now) {
+        let (current, expires_at) = match self.live(key) {
             None => (0, None),
             Some(Entry {
                 value: Value::Bytes(b),
@@ -395,7 +396,7 @@ impl Cache for MemoryCache {
         let ttl = ttl.to_millis()?;
         let _guard = self.lock(key);
         let now = Instant::now();
-        match self.live(key, now) {
+        match self.live(key) {
             None => Ok(false),
             Some(entry) => {
                 self.put(key, Entry::new(entry.value, ttl, now));
@@ -407,7 +408,7 @@ impl Cache for MemoryCache {
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
         self.inner.limits.check_key(key)?;
         let now = Instant::now();
-        Ok(match self.live(key, now) {
+        Ok(match self.live(key) {
             None => KeyTtl::Missing,
             Some(Entry {
                 expires_at: None, ..
@@ -459,7 +460,7 @@ impl Cache for MemoryCache {
         }
         let _guard = self.lock(key);
         let now = Instant::now();
-        let mut set = match self.live(key, now) {
+        let mut set = match self.live(key) {
             None => HashSet::new(),
             Some(Entry {
                 value: Value::Set(s),
@@ -477,8 +478,7 @@ impl Cache for MemoryCache {
     async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
         self.inner.limits.check_key(key)?;
         let _guard = self.lock(key);
-        let now = Instant::now();
-        let (mut set, expires_at) = match self.live(key, now) {
+        let (mut set, expires_at) = match self.live(key) {
             None => return Ok(0),
             Some(Entry {
                 value: Value::Set(s),
@@ -507,7 +507,7 @@ impl Cache for MemoryCache {
 
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
         self.inner.limits.check_key(key)?;
-        match self.live(key, Instant::now()) {
+        match self.live(key) {
             None => Ok(Vec::new()),
             Some(Entry {
                 value: Value::Set(s),

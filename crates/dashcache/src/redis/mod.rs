@@ -224,7 +224,7 @@ impl RedisCache {
         key: Option<&str>,
         op: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        let permit = self.inner.breaker.acquire(Instant::now())?;
+        let permit = self.inner.breaker.acquire(Instant::now)?;
         let outcome = match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(convert::error(e)),
@@ -237,7 +237,7 @@ impl RedisCache {
                 ),
             )),
         };
-        permit.record(&outcome, Instant::now());
+        permit.record(&outcome, Instant::now);
         match (outcome, key) {
             (Err(e), Some(key)) if e.key().is_none() => Err(e.with_key(key)),
             (outcome, _) => outcome,
