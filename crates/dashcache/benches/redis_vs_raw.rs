@@ -1,64 +1,45 @@
 //! `RedisCache` against the raw `redis` multiplexed connection doing the same commands, on one
 //! private `redis-server`, in one run: get, set, get_many(100), set_many(100), at concurrency 1
-//! and 64; and get_many(100) against 100 sequential gets.
+//! and 64. A third side, the raw client under `tokio::time::timeout`, shows what the deadline
+//! alone costs.
 //!
-//! Run: `cargo bench -p dashcache --bench redis_vs_raw`. Criterion reports time per operation
-//! and throughput (operations per second); the README's ratios are computed from its output.
+//! The sides are interleaved (ABCABC…, order rotating each round) over many short rounds, and the
+//! ratio is the median of the per-round ratios: on a small, shared machine a slow patch then
+//! hits both sides alike instead of skewing whichever ran during it.
+//!
+//! Run: `cargo bench -p dashcache --bench redis_vs_raw`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dashcache::{Cache, RedisCache, Ttl};
 use dashcache_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
-use tokio::runtime::Runtime;
 
 const TTL_SECS: u64 = 300;
 const DEADLINE: Duration = Duration::from_secs(2);
+const ROUNDS: usize = 15;
+const ROUND: Duration = Duration::from_millis(200);
 
-struct Setup {
-    rt: Runtime,
-    _server: RedisServer,
-    cache: RedisCache,
-    raw: MultiplexedConnection,
-    data: Arc<Data>,
-}
+type OpFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
 
-/// Inputs built once, outside the timed loops, and shared by both sides: every key has its own
-/// value, as in a real service (one shared value would make its reference count a point of
-/// contention that only the `Bytes`-taking side pays).
+/// Inputs built once and shared by every side: every key has its own value, as in a real
+/// service.
 struct Data {
     keys: Vec<&'static str>,
     values: Vec<Bytes>,
     batches: Vec<Vec<(&'static str, Bytes)>>,
 }
 
-fn setup() -> Setup {
-    // One client thread: on a 2-core machine the other core belongs to redis-server, so both
-    // sides are measured without fighting the server for CPU.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = RedisServer::start();
-    let (cache, raw) = rt.block_on(async {
-        let cache = RedisCache::builder(server.url())
-            .timeout(DEADLINE)
-            .connect()
-            .await
-            .unwrap();
-        let raw = server
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        (cache, raw)
-    });
-    // Leaked once per bench process, so batches of `&str` keys live as long as the benches.
+fn data() -> Arc<Data> {
+    // Leaked once per bench process so batches of `&str` keys live as long as the run.
     let keys: Vec<&'static str> = (0..1000)
         .map(|i| &*Box::leak(format!("bench:user:{i}").into_boxed_str()))
         .collect();
@@ -68,233 +49,237 @@ fn setup() -> Setup {
         .zip(values.chunks(100))
         .map(|(k, v)| k.iter().copied().zip(v.iter().cloned()).collect())
         .collect();
-    let data = Arc::new(Data {
+    Arc::new(Data {
         keys,
         values,
         batches,
-    });
-    rt.block_on(cache.set_many(&data.batches.concat(), Ttl::secs(TTL_SECS)))
-        .unwrap();
-    Setup {
-        rt,
-        _server: server,
-        cache,
-        raw,
-        data,
-    }
-}
-
-/// Runs `iters` operations spread over `concurrency` tasks; the wall time of all of them.
-fn concurrent<F, Fut>(rt: &Runtime, iters: u64, concurrency: u64, op: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    rt.block_on(async move {
-        let per_task = iters.div_ceil(concurrency);
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|t| {
-                let op = Arc::clone(&op);
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        op(t * per_task + i).await;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        // Normalise to exactly `iters` operations.
-        start
-            .elapsed()
-            .mul_f64(iters as f64 / (per_task * concurrency) as f64)
     })
 }
 
-/// Benchmarks `op` at `concurrency` under `group/name/side`.
-fn bench<F, Fut>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    name: &str,
-    side: &str,
-    concurrency: u64,
-    op: F,
-) where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    group.bench_function(BenchmarkId::new(name, side), |b| {
-        b.iter_custom(|iters| concurrent(rt, iters, concurrency, op.clone()))
-    });
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    // One client thread: on a 2-core machine the other core belongs to redis-server.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
 }
 
-fn single_key_ops(c: &mut Criterion, s: &Setup) {
-    for concurrency in [1u64, 64] {
-        let mut group = c.benchmark_group(format!("redis/c{concurrency}"));
-        group.throughput(Throughput::Elements(1));
-        group.measurement_time(Duration::from_secs(6));
-        let g = &mut group;
+async fn run() {
+    let server = RedisServer::start();
+    let cache = RedisCache::builder(server.url())
+        .timeout(DEADLINE)
+        .connect()
+        .await
+        .unwrap();
+    let raw = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let d = data();
+    cache
+        .set_many(&d.batches.concat(), Ttl::secs(TTL_SECS))
+        .await
+        .unwrap();
 
-        let (cache, d) = (s.cache.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "get", "dashcache", concurrency, move |i| {
-            let (cache, d) = (cache.clone(), Arc::clone(&d));
-            async move {
-                cache.get(d.keys[(i % 1000) as usize]).await.unwrap();
-            }
-        });
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "get", "raw", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let _: Option<Bytes> = redis::cmd("GET")
-                    .arg(d.keys[(i % 1000) as usize])
-                    .query_async(&mut raw)
-                    .await
-                    .unwrap();
-            }
-        });
-
-        // The raw client with the deadline a production caller needs: the share of
-        // RedisCache's overhead that is the deadline itself.
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "get", "raw+deadline", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let mut get = redis::cmd("GET");
-                get.arg(d.keys[(i % 1000) as usize]);
-                let get = get.query_async::<Option<Bytes>>(&mut raw);
-                tokio::time::timeout(DEADLINE, get).await.unwrap().unwrap();
-            }
-        });
-
-        let (cache, d) = (s.cache.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "set", "dashcache", concurrency, move |i| {
-            let (cache, d) = (cache.clone(), Arc::clone(&d));
-            async move {
-                let i = (i % 1000) as usize;
-                cache
-                    .set(d.keys[i], d.values[i].clone(), Ttl::secs(TTL_SECS))
-                    .await
-                    .unwrap();
-            }
-        });
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "set", "raw", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let i = (i % 1000) as usize;
-                let () = redis::cmd("SET")
-                    .arg(d.keys[i])
-                    .arg(d.values[i].as_ref())
-                    .arg("PX")
-                    .arg(TTL_SECS * 1000)
-                    .query_async(&mut raw)
-                    .await
-                    .unwrap();
-            }
-        });
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "set", "raw+deadline", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let i = (i % 1000) as usize;
-                let mut set = redis::cmd("SET");
-                set.arg(d.keys[i])
-                    .arg(d.values[i].as_ref())
-                    .arg("PX")
-                    .arg(TTL_SECS * 1000);
-                let set = set.query_async::<()>(&mut raw);
-                tokio::time::timeout(DEADLINE, set).await.unwrap().unwrap();
-            }
-        });
-        group.finish();
+    println!(
+        "RedisCache vs raw redis ({} cores, {ROUNDS} interleaved rounds of {ROUND:?})",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "| operation | concurrency | dashcache ops/s | raw ops/s | ratio | raw+deadline ops/s | ratio to raw+deadline |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, sides) in workloads(&cache, &raw, &d) {
+        for concurrency in [1, 64] {
+            let rates = measure(&sides, concurrency).await;
+            let ours: Vec<f64> = rates.iter().map(|r| r[0]).collect();
+            let ratio_raw: Vec<f64> = rates.iter().map(|r| r[0] / r[1]).collect();
+            let ratio_deadline: Vec<f64> = rates.iter().map(|r| r[0] / r[2]).collect();
+            println!(
+                "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+                median(ours),
+                median(rates.iter().map(|r| r[1]).collect()),
+                median(ratio_raw),
+                median(rates.iter().map(|r| r[2]).collect()),
+                median(ratio_deadline),
+            );
+        }
     }
 }
 
-fn batch_ops(c: &mut Criterion, s: &Setup) {
-    for concurrency in [1u64, 64] {
-        let mut group = c.benchmark_group(format!("redis-batch100/c{concurrency}"));
-        group.throughput(Throughput::Elements(1));
-        group.measurement_time(Duration::from_secs(6));
-        let g = &mut group;
-
-        let (cache, d) = (s.cache.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "get_many", "dashcache", concurrency, move |i| {
-            let (cache, d) = (cache.clone(), Arc::clone(&d));
-            async move {
-                let i = (i % 10) as usize * 100;
-                cache.get_many(&d.keys[i..i + 100]).await.unwrap();
-            }
-        });
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "get_many", "raw", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let i = (i % 10) as usize * 100;
-                let _: Vec<Option<Bytes>> = redis::cmd("MGET")
-                    .arg(&d.keys[i..i + 100])
-                    .query_async(&mut raw)
-                    .await
-                    .unwrap();
-            }
-        });
-
-        let (cache, d) = (s.cache.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "set_many", "dashcache", concurrency, move |i| {
-            let (cache, d) = (cache.clone(), Arc::clone(&d));
-            async move {
-                let batch = &d.batches[(i % 10) as usize];
-                cache.set_many(batch, Ttl::secs(TTL_SECS)).await.unwrap();
-            }
-        });
-        let (raw, d) = (s.raw.clone(), Arc::clone(&s.data));
-        bench(g, &s.rt, "set_many", "raw", concurrency, move |i| {
-            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
-            async move {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                for (k, v) in &d.batches[(i % 10) as usize] {
-                    pipe.cmd("SET")
-                        .arg(*k)
-                        .arg(v.as_ref())
-                        .arg("PX")
-                        .arg(TTL_SECS * 1000)
-                        .ignore();
+/// Each workload as three sides: dashcache, raw, raw under a deadline.
+fn workloads(
+    cache: &RedisCache,
+    raw: &MultiplexedConnection,
+    d: &Arc<Data>,
+) -> Vec<(&'static str, [Op; 3])> {
+    let ours = |f: fn(RedisCache, Arc<Data>, usize) -> OpFuture| -> Op {
+        let (cache, d) = (cache.clone(), Arc::clone(d));
+        Arc::new(move |i| f(cache.clone(), Arc::clone(&d), i))
+    };
+    let theirs =
+        |f: fn(MultiplexedConnection, Arc<Data>, usize) -> OpFuture, deadline: bool| -> Op {
+            let (raw, d) = (raw.clone(), Arc::clone(d));
+            Arc::new(move |i| {
+                let fut = f(raw.clone(), Arc::clone(&d), i);
+                if deadline {
+                    Box::pin(async move { tokio::time::timeout(DEADLINE, fut).await.unwrap() })
+                } else {
+                    fut
                 }
-                let () = pipe.query_async(&mut raw).await.unwrap();
-            }
-        });
-        group.finish();
+            })
+        };
+    vec![
+        (
+            "get",
+            [ours(get), theirs(raw_get, false), theirs(raw_get, true)],
+        ),
+        (
+            "set",
+            [ours(set), theirs(raw_set, false), theirs(raw_set, true)],
+        ),
+        (
+            "get_many(100)",
+            [
+                ours(get_many),
+                theirs(raw_get_many, false),
+                theirs(raw_get_many, true),
+            ],
+        ),
+        (
+            "set_many(100)",
+            [
+                ours(set_many),
+                theirs(raw_set_many, false),
+                theirs(raw_set_many, true),
+            ],
+        ),
+    ]
+}
+
+fn get(cache: RedisCache, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        cache.get(d.keys[i % 1000]).await.unwrap();
+    })
+}
+
+fn raw_get(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(d.keys[i % 1000]);
+        let _: Option<Bytes> = cmd.query_async(&mut raw).await.unwrap();
+    })
+}
+
+fn set(cache: RedisCache, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let i = i % 1000;
+        cache
+            .set(d.keys[i], d.values[i].clone(), Ttl::secs(TTL_SECS))
+            .await
+            .unwrap();
+    })
+}
+
+fn raw_set(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let i = i % 1000;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(d.keys[i])
+            .arg(d.values[i].as_ref())
+            .arg("PX")
+            .arg(TTL_SECS * 1000);
+        let () = cmd.query_async(&mut raw).await.unwrap();
+    })
+}
+
+fn get_many(cache: RedisCache, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let start = (i % 10) * 100;
+        cache.get_many(&d.keys[start..start + 100]).await.unwrap();
+    })
+}
+
+fn raw_get_many(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let start = (i % 10) * 100;
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&d.keys[start..start + 100]);
+        let _: Vec<Option<Bytes>> = cmd.query_async(&mut raw).await.unwrap();
+    })
+}
+
+fn set_many(cache: RedisCache, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let batch = &d.batches[i % 10];
+        cache.set_many(batch, Ttl::secs(TTL_SECS)).await.unwrap();
+    })
+}
+
+fn raw_set_many(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFuture {
+    Box::pin(async move {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (k, v) in &d.batches[i % 10] {
+            pipe.cmd("SET")
+                .arg(*k)
+                .arg(v.as_ref())
+                .arg("PX")
+                .arg(TTL_SECS * 1000)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut raw).await.unwrap();
+    })
+}
+
+/// Operations per second of each side in each round.
+async fn measure(sides: &[Op; 3], concurrency: usize) -> Vec<[f64; 3]> {
+    // Warm-up: connections, scripts, allocator.
+    for side in sides {
+        rate(side, concurrency, ROUND / 2).await;
     }
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let mut rates = [0.0; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            rates[which] = rate(&sides[which], concurrency, ROUND).await;
+        }
+        rounds.push(rates);
+    }
+    rounds
 }
 
-fn batch_vs_sequential(c: &mut Criterion, s: &Setup) {
-    let mut group = c.benchmark_group("redis-100-keys");
-    group.measurement_time(Duration::from_secs(6));
-    let batch = &s.data.keys[..100];
-    group.bench_function("get_many(100)", |b| {
-        b.to_async(&s.rt)
-            .iter(|| async { s.cache.get_many(batch).await.unwrap() })
-    });
-    group.bench_function("100 sequential gets", |b| {
-        b.to_async(&s.rt).iter(|| async {
-            for key in batch {
-                s.cache.get(key).await.unwrap();
-            }
+/// Runs `op` from `concurrency` tasks for `period`; operations completed per second.
+async fn rate(op: &Op, concurrency: usize, period: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + period;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (op, done) = (Arc::clone(op), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut i = t * 7;
+                while Instant::now() < end {
+                    op(i).await;
+                    i += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
         })
-    });
-    group.finish();
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn benches(c: &mut Criterion) {
-    let s = setup();
-    single_key_ops(c, &s);
-    batch_ops(c, &s);
-    batch_vs_sequential(c, &s);
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
-
-criterion_group!(redis_vs_raw, benches);
-criterion_main!(redis_vs_raw);
