@@ -80,3 +80,8 @@ pub use key::{Keys, KeysBuilder};
 pub use memory::{MemoryCache, MemoryCacheBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{BreakerConfig, RedisCache, RedisCacheBuilder};
+
+/// The README's code blocks, compiled as doc tests so the front page cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
