@@ -255,15 +255,21 @@ impl Keys {
     /// The declared namespace `key` belongs to, or [`OTHER_NAMESPACE`]; for metrics labels,
     /// which must stay a bounded set whatever keys pass by.
     pub fn namespace_of<'a>(&'a self, key: &str) -> &'a str {
+        self.namespace_index(key)
+            .map_or(OTHER_NAMESPACE, |i| self.inner.namespaces[i].as_str())
+    }
+
+    /// The position, in declaration order, of the namespace `key` belongs to; `None` for keys
+    /// outside every declared namespace.
+    pub fn namespace_index(&self, key: &str) -> Option<usize> {
         let rest = if self.inner.prefix.is_empty() {
-            Some(key)
+            key
         } else {
-            key.strip_prefix(self.inner.prefix.as_str())
-                .and_then(|r| r.strip_prefix(SEPARATOR))
+            key.strip_prefix(self.inner.prefix.as_str())?
+                .strip_prefix(SEPARATOR)?
         };
-        let name = rest.map(|r| r.split(SEPARATOR).next().unwrap_or(r));
-        name.and_then(|n| self.inner.namespaces.iter().find(|ns| ns.as_str() == n))
-            .map_or(OTHER_NAMESPACE, String::as_str)
+        let name = rest.split(SEPARATOR).next().unwrap_or(rest);
+        self.inner.namespaces.iter().position(|ns| ns == name)
     }
 
     fn build_key<I>(&self, parts: I, pattern: bool) -> Result<String>

@@ -64,22 +64,30 @@
 //!
 //! - `redis` (default): [`RedisCache`].
 
+pub mod aside;
 pub mod cache;
 pub mod error;
 pub mod ext;
 pub mod glob;
+pub mod health;
+pub mod instrument;
 pub mod key;
 pub mod memory;
+pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod settings;
 
+pub use aside::CacheAside;
 pub use cache::{Cache, KeyTtl, Limits, Ttl};
 pub use error::{Error, ErrorKind, Result};
 pub use ext::CacheExt;
+pub use instrument::Instrumented;
 pub use key::{Keys, KeysBuilder};
 pub use memory::{MemoryCache, MemoryCacheBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{BreakerConfig, RedisCache, RedisCacheBuilder};
+pub use settings::CacheSettings;
 
 /// The README's code blocks, compiled as doc tests so the front page cannot rot.
 #[cfg(doctest)]

@@ -26,6 +26,7 @@ use scripts::Scripts;
 
 use crate::cache::{Cache, KeyTtl, Limits, Ttl};
 use crate::error::{Error, ErrorKind, Result};
+use crate::settings::mask_url;
 
 /// The Redis backend. `Clone` is a cheap handle: clones share the connection and the breaker.
 ///
@@ -80,7 +81,7 @@ pub struct RedisCacheBuilder {
 impl fmt::Debug for RedisCacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCacheBuilder")
-            .field("url", &mask_password(&self.url))
+            .field("url", &mask_url(&self.url))
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("breaker", &self.breaker)
@@ -143,7 +144,7 @@ impl RedisCacheBuilder {
                 "RedisCache must be built inside a Tokio runtime",
             ));
         }
-        let display_url = mask_password(&self.url);
+        let display_url = mask_url(&self.url);
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
         })?;
@@ -538,47 +539,19 @@ impl Cache for RedisCache {
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`, for logs and Debug output.
-fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://***@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn passwords_are_masked() {
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(
-            mask_password("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            mask_password("redis://user:hunter2@host:6379/0"),
+            mask_url("redis://user:hunter2@host:6379/0"),
             "redis://user:***@host:6379/0"
         );
-        assert_eq!(mask_password("redis://hunter2@host"), "redis://***@host");
-        assert_eq!(
-            mask_password("rediss://:p@ss@host/1"),
-            "rediss://:***@host/1"
-        );
+        assert_eq!(mask_url("redis://hunter2@host"), "redis://***@host");
+        assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
     }
 
     #[test]

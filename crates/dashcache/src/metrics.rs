@@ -1,0 +1,368 @@
+//! [`CacheMetrics`]: per-namespace counters and latency, lock-free on the hot path, exported
+//! through the `metrics` facade.
+//!
+//! Namespaces come from a [`Keys`] declaration, so the label set is bounded: a key outside
+//! every declared namespace is counted under [`OTHER_NAMESPACE`], whatever it looks like.
+//!
+//! Recording is a few relaxed atomic increments into fixed slots. Export is separate:
+//! [`CacheMetrics::publish`] writes the current totals to whatever `metrics` recorder is
+//! installed (a Prometheus exporter, say), so the hot path never pays for the recorder's label
+//! lookups. Call it before rendering (e.g. in a `/metrics` handler), or run
+//! [`CacheMetrics::publish_every`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::key::{Keys, OTHER_NAMESPACE};
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is unbounded).
+const BUCKETS_MICROS: [u64; 16] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000,
+];
+
+/// What happened to one lookup or operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Event {
+    /// A read found a value.
+    Hit,
+    /// A read found nothing.
+    Miss,
+    /// A cache-aside lookup served a value past its TTL because the refresh failed.
+    Stale,
+    /// A cache-aside lookup went straight to the source of truth because the cache failed.
+    Bypassed,
+    /// A cache operation failed (transport, timeout, breaker, corrupt value, bad input).
+    Error,
+}
+
+/// Per-namespace counters and latency. Cheap to clone: clones share the counters.
+///
+/// ```
+/// use dashcache::{Keys, metrics::{CacheMetrics, Event}};
+///
+/// let keys = Keys::new("app", ["user", "session"])?;
+/// let metrics = CacheMetrics::new(&keys);
+/// metrics.record("app:user:1", Event::Hit);
+/// metrics.record("app:user:2", Event::Miss);
+/// metrics.record("app:user:3", Event::Hit);
+/// let user = metrics.snapshot("user");
+/// assert_eq!((user.hits, user.misses), (2, 1));
+/// assert!((user.hit_rate() - 2.0 / 3.0).abs() < 1e-9);
+/// # Ok::<(), dashcache::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct CacheMetrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: Keys,
+    /// One slot per declared namespace, in declaration order, then one for `other`.
+    slots: Box<[Slot]>,
+    names: Box<[String]>,
+}
+
+#[derive(Default)]
+struct Slot {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+    bypassed: AtomicU64,
+    errors: AtomicU64,
+    operations: AtomicU64,
+    latency_nanos: AtomicU64,
+    buckets: [AtomicU64; BUCKETS_MICROS.len()],
+}
+
+impl std::fmt::Debug for CacheMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheMetrics")
+            .field("namespaces", &self.inner.names)
+            .field("total", &self.total())
+            .finish()
+    }
+}
+
+/// A point-in-time copy of the counters of one namespace, or of all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads that found a value.
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Stale values served by cache-aside after a failed refresh.
+    pub stale: u64,
+    /// Cache-aside lookups that bypassed a failing cache.
+    pub bypassed: u64,
+    /// Failed cache operations (never counted as misses).
+    pub errors: u64,
+    /// Timed operations.
+    pub operations: u64,
+    /// Total time of the timed operations.
+    pub latency_total: Duration,
+}
+
+impl Stats {
+    /// Hits over all answered lookups (`hits / (hits + misses + stale)`); 0 when there were
+    /// none. Errors and bypasses are not lookups the cache answered, so they do not dilute it.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses + self.stale;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+
+    /// Mean latency of the timed operations.
+    pub fn mean_latency(&self) -> Option<Duration> {
+        u32::try_from(self.operations)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| self.latency_total / n)
+    }
+
+    fn add(&mut self, other: &Stats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.stale += other.stale;
+        self.bypassed += other.bypassed;
+        self.errors += other.errors;
+        self.operations += other.operations;
+        self.latency_total += other.latency_total;
+    }
+}
+
+impl Slot {
+    fn stats(&self) -> Stats {
+        Stats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            bypassed: self.bypassed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            operations: self.operations.load(Ordering::Relaxed),
+            latency_total: Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl CacheMetrics {
+    /// Counters for every namespace `keys` declares, plus `other`.
+    pub fn new(keys: &Keys) -> Self {
+        let names: Box<[String]> = keys
+            .namespaces()
+            .chain(std::iter::once(OTHER_NAMESPACE))
+            .map(str::to_owned)
+            .collect();
+        let slots = names.iter().map(|_| Slot::default()).collect();
+        Self {
+            inner: Arc::new(Inner {
+                keys: keys.clone(),
+                slots,
+                names,
+            }),
+        }
+    }
+
+    /// The key declarations these metrics label by.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn slot(&self, key: &str) -> &Slot {
+        let last = self.inner.slots.len() - 1;
+        let i = self.inner.keys.namespace_index(key).unwrap_or(last);
+        &self.inner.slots[i]
+    }
+
+    /// Counts `event` for the namespace of `key`.
+    pub fn record(&self, key: &str, event: Event) {
+        self.record_n(key, event, 1);
+    }
+
+    /// Counts `n` events for the namespace of `key` (a batch read, say).
+    pub fn record_n(&self, key: &str, event: Event, n: u64) {
+        let slot = self.slot(key);
+        let counter = match event {
+            Event::Hit => &slot.hits,
+            Event::Miss => &slot.misses,
+            Event::Stale => &slot.stale,
+            Event::Bypassed => &slot.bypassed,
+            Event::Error => &slot.errors,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records how long one operation on `key` took.
+    pub fn record_latency(&self, key: &str, took: Duration) {
+        let slot = self.slot(key);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        slot.operations.fetch_add(1, Ordering::Relaxed);
+        slot.latency_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some(i) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
+            slot.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters of one namespace (`"other"` for undeclared keys); all zero for an unknown
+    /// name.
+    pub fn snapshot(&self, namespace: &str) -> Stats {
+        self.inner
+            .names
+            .iter()
+            .position(|n| n == namespace)
+            .map(|i| self.inner.slots[i].stats())
+            .unwrap_or_default()
+    }
+
+    /// Every namespace's counters, in declaration order, `other` last.
+    pub fn snapshot_all(&self) -> Vec<(String, Stats)> {
+        self.inner
+            .names
+            .iter()
+            .zip(self.inner.slots.iter())
+            .map(|(name, slot)| (name.clone(), slot.stats()))
+            .collect()
+    }
+
+    /// The counters of all namespaces together.
+    pub fn total(&self) -> Stats {
+        let mut total = Stats::default();
+        for slot in self.inner.slots.iter() {
+            total.add(&slot.stats());
+        }
+        total
+    }
+
+    /// Writes the current totals to the installed `metrics` recorder:
+    /// `dashcache_cache_{hits,misses,stale,bypassed,errors}_total{namespace}` and the latency
+    /// histogram `dashcache_cache_operation_duration_seconds{_bucket,_sum,_count}`.
+    pub fn publish(&self) {
+        for (name, slot) in self.inner.names.iter().zip(self.inner.slots.iter()) {
+            let stats = slot.stats();
+            let ns = name.clone();
+            for (metric, value) in [
+                ("dashcache_cache_hits_total", stats.hits),
+                ("dashcache_cache_misses_total", stats.misses),
+                ("dashcache_cache_stale_total", stats.stale),
+                ("dashcache_cache_bypassed_total", stats.bypassed),
+                ("dashcache_cache_errors_total", stats.errors),
+                (
+                    "dashcache_cache_operation_duration_seconds_count",
+                    stats.operations,
+                ),
+            ] {
+                metrics::counter!(metric, "namespace" => ns.clone()).absolute(value);
+            }
+            metrics::gauge!("dashcache_cache_operation_duration_seconds_sum", "namespace" => ns.clone())
+                .set(stats.latency_total.as_secs_f64());
+            let mut cumulative = 0;
+            for (bound, count) in BUCKETS_MICROS.iter().zip(slot.buckets.iter()) {
+                cumulative += count.load(Ordering::Relaxed);
+                let le = format!("{}", *bound as f64 / 1e6);
+                metrics::counter!(
+                    "dashcache_cache_operation_duration_seconds_bucket",
+                    "namespace" => ns.clone(),
+                    "le" => le
+                )
+                .absolute(cumulative);
+            }
+            metrics::counter!(
+                "dashcache_cache_operation_duration_seconds_bucket",
+                "namespace" => ns,
+                "le" => "+Inf"
+            )
+            .absolute(stats.operations);
+        }
+    }
+
+    /// Publishes every `interval` from a background task, for exporters that scrape on their
+    /// own schedule. The task stops when the returned guard is dropped.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (it spawns a task).
+    #[must_use = "the publisher stops when the guard is dropped"]
+    pub fn publish_every(&self, interval: Duration) -> PublishGuard {
+        let metrics = self.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                metrics.publish();
+            }
+        });
+        PublishGuard(task)
+    }
+}
+
+/// Stops the background publisher of [`CacheMetrics::publish_every`] when dropped.
+#[derive(Debug)]
+pub struct PublishGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> CacheMetrics {
+        CacheMetrics::new(&Keys::new("app", ["user", "session"]).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn namespaces_are_independent_and_unknown_keys_go_to_other() {
+        let m = metrics();
+        m.record("app:user:1", Event::Hit);
+        m.record("app:session:1", Event::Miss);
+        m.record("app:nope:1", Event::Error);
+        m.record("elsewhere", Event::Error);
+        assert_eq!(m.snapshot("user").hits, 1);
+        assert_eq!(m.snapshot("user").misses, 0);
+        assert_eq!(m.snapshot("session").misses, 1);
+        assert_eq!(m.snapshot("other").errors, 2);
+        assert_eq!(m.snapshot("unknown"), Stats::default());
+        let total = m.total();
+        assert_eq!((total.hits, total.misses, total.errors), (1, 1, 2));
+    }
+
+    #[test]
+    fn hit_rate_ignores_errors_and_bypasses() {
+        let m = metrics();
+        m.record_n("app:user:1", Event::Hit, 3);
+        m.record("app:user:1", Event::Miss);
+        m.record_n("app:user:1", Event::Error, 10);
+        m.record_n("app:user:1", Event::Bypassed, 10);
+        assert!((m.snapshot("user").hit_rate() - 0.75).abs() < 1e-12);
+        assert_eq!(Stats::default().hit_rate(), 0.0);
+    }
+
+    #[test]
+    fn latency_is_summed_and_bucketed() {
+        let m = metrics();
+        m.record_latency("app:user:1", Duration::from_micros(40));
+        m.record_latency("app:user:1", Duration::from_micros(160));
+        let s = m.snapshot("user");
+        assert_eq!(s.operations, 2);
+        assert_eq!(s.mean_latency(), Some(Duration::from_micros(100)));
+        let slot = &m.inner.slots[0];
+        assert_eq!(slot.buckets[2].load(Ordering::Relaxed), 1, "40 µs ≤ 50 µs");
+        assert_eq!(
+            slot.buckets[4].load(Ordering::Relaxed),
+            1,
+            "160 µs ≤ 250 µs"
+        );
+    }
+}

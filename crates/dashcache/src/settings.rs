@@ -1,0 +1,636 @@
+//! [`CacheSettings`]: the cache configuration from the environment and an optional TOML file.
+//!
+//! Every variable has a default and bounds. A bad configuration is refused at start with one
+//! message that lists every bad variable, its value and the allowed range — not the first one,
+//! and never silently clamped. The environment wins over the file; the file (named by
+//! `CACHE_CONFIG_FILE`, or passed explicitly) is a flat TOML table whose keys are the variable
+//! names, and an unknown key in it is an error (a typo must not pass for a default).
+//!
+//! Every variable is documented in the repository's `.env.example`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::key::Keys;
+use crate::memory::{MemoryCache, MemoryCacheBuilder};
+
+/// The unit of a numeric variable, for parsing and for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Seconds,
+    Millis,
+    Count,
+    Bytes,
+    Percent,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Seconds => "seconds",
+            Unit::Millis => "milliseconds",
+            Unit::Count => "",
+            Unit::Bytes => "bytes",
+            Unit::Percent => "percent",
+        }
+    }
+}
+
+/// One numeric variable: its name, default, bounds and meaning.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+    unit: Unit,
+}
+
+const DAY: u64 = 24 * 3600;
+
+/// Every numeric variable, in the order of `.env.example`.
+const NUMERIC: &[Spec] = &[
+    Spec {
+        var: "CACHE_TTL_SESSION",
+        default: 30 * DAY,
+        min: 60,
+        max: 90 * DAY,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_PERMISSIONS",
+        default: 300,
+        min: 10,
+        max: 3600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_OAUTH_STATE",
+        default: 600,
+        min: 60,
+        max: 3600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_PROVIDER_CONNECTION",
+        default: 300,
+        min: 60,
+        max: 3600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_ACCOUNTS_LIST",
+        default: 300,
+        min: 60,
+        max: 3600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_SECURITY_CONFIG",
+        default: 60,
+        min: 10,
+        max: 600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_STATIC_DATA",
+        default: DAY,
+        min: 3600,
+        max: 7 * DAY,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_USER",
+        default: 3600,
+        min: 60,
+        max: DAY,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_RATE_LIMIT",
+        default: 60,
+        min: 1,
+        max: 3600,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_STALE_SECS",
+        default: 0,
+        min: 0,
+        max: DAY,
+        unit: Unit::Seconds,
+    },
+    Spec {
+        var: "CACHE_TTL_JITTER_PERCENT",
+        default: 10,
+        min: 0,
+        max: 50,
+        unit: Unit::Percent,
+    },
+    Spec {
+        var: "CACHE_TIMEOUT_MS",
+        default: 250,
+        min: 10,
+        max: 10_000,
+        unit: Unit::Millis,
+    },
+    Spec {
+        var: "CACHE_CONNECT_TIMEOUT_MS",
+        default: 250,
+        min: 10,
+        max: 30_000,
+        unit: Unit::Millis,
+    },
+    Spec {
+        var: "CACHE_BREAKER_FAILURES",
+        default: 5,
+        min: 1,
+        max: 1000,
+        unit: Unit::Count,
+    },
+    Spec {
+        var: "CACHE_BREAKER_OPEN_MS",
+        default: 500,
+        min: 10,
+        max: 60_000,
+        unit: Unit::Millis,
+    },
+    Spec {
+        var: "CACHE_MEMORY_MAX_ENTRIES",
+        default: 1_000_000,
+        min: 1000,
+        max: 1_000_000_000,
+        unit: Unit::Count,
+    },
+    Spec {
+        var: "CACHE_MEMORY_MAX_BYTES",
+        default: 128 << 20,
+        min: 1 << 20,
+        max: 1 << 40,
+        unit: Unit::Bytes,
+    },
+];
+
+/// The text variables.
+const TEXT: &[&str] = &["REDIS_URL", "CACHE_KEY_PREFIX", "CACHE_KEY_SECRET"];
+
+/// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
+pub const CONFIG_FILE_VAR: &str = "CACHE_CONFIG_FILE";
+
+/// The TTL of each cached pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TtlSettings {
+    /// Sessions (`CACHE_TTL_SESSION`, default 30 days).
+    pub session: Duration,
+    /// Permission checks (`CACHE_TTL_PERMISSIONS`, default 5 minutes).
+    pub permissions: Duration,
+    /// OAuth state tokens (`CACHE_TTL_OAUTH_STATE`, default 10 minutes).
+    pub oauth_state: Duration,
+    /// Provider connections (`CACHE_TTL_PROVIDER_CONNECTION`, default 5 minutes).
+    pub provider_connection: Duration,
+    /// Account lists (`CACHE_TTL_ACCOUNTS_LIST`, default 5 minutes).
+    pub accounts_list: Duration,
+    /// Security configuration versions (`CACHE_TTL_SECURITY_CONFIG`, default 1 minute).
+    pub security_config: Duration,
+    /// Rarely changing reference data (`CACHE_TTL_STATIC_DATA`, default 24 hours).
+    pub static_data: Duration,
+    /// User records (`CACHE_TTL_USER`, default 1 hour).
+    pub user: Duration,
+    /// Fixed-window rate-limit counters (`CACHE_TTL_RATE_LIMIT`, default 1 minute).
+    pub rate_limit: Duration,
+}
+
+/// The validated cache configuration.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheSettings {
+    /// `REDIS_URL`: Redis when set, the embedded cache when not.
+    pub redis_url: Option<String>,
+    /// `CACHE_KEY_PREFIX` (default `dashcache`).
+    pub key_prefix: String,
+    /// `CACHE_KEY_SECRET`: the secret of opaque (hashed) key segments; at least 16 bytes.
+    pub key_secret: Option<String>,
+    /// The TTL of each pattern.
+    pub ttl: TtlSettings,
+    /// `CACHE_STALE_SECS`: how long cache-aside keeps values past their TTL (0: off).
+    pub stale_for: Duration,
+    /// `CACHE_TTL_JITTER_PERCENT`: TTL jitter each way (default 10).
+    pub ttl_jitter_percent: u32,
+    /// `CACHE_TIMEOUT_MS`: the deadline of each Redis operation (default 250 ms).
+    pub timeout: Duration,
+    /// `CACHE_CONNECT_TIMEOUT_MS`: the deadline of a connection attempt (default 250 ms).
+    pub connect_timeout: Duration,
+    /// `CACHE_BREAKER_FAILURES`: consecutive failures that open the breaker (default 5).
+    pub breaker_failures: u32,
+    /// `CACHE_BREAKER_OPEN_MS`: how long it stays open (default 500 ms).
+    pub breaker_open_for: Duration,
+    /// `CACHE_MEMORY_MAX_ENTRIES`: the embedded cache's entry bound (default 1 000 000).
+    pub memory_max_entries: u64,
+    /// `CACHE_MEMORY_MAX_BYTES`: the embedded cache's byte bound (default 128 MiB).
+    pub memory_max_bytes: u64,
+}
+
+/// One bad variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Problem {
+    /// The variable's name.
+    pub variable: String,
+    /// The value given (masked for secrets).
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    /// Every bad variable, in a stable order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid cache configuration ({} problem{}):",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}={:?}: {}", p.variable, p.value, p.allowed)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Where a raw value came from, for messages.
+struct Raw {
+    value: String,
+}
+
+impl CacheSettings {
+    /// Reads the process environment, and the TOML file named by `CACHE_CONFIG_FILE` if set.
+    ///
+    /// # Errors
+    /// Every bad variable, or an unreadable or malformed file.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = env
+            .iter()
+            .find(|(k, _)| k == CONFIG_FILE_VAR)
+            .map(|(_, v)| v.clone());
+        let contents = match file {
+            Some(path) => Some(read_file(Path::new(&path))?),
+            None => None,
+        };
+        Self::from_sources(env, contents.as_deref())
+    }
+
+    /// Reads the process environment over the TOML file at `path`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let contents = read_file(path)?;
+        Self::from_sources(std::env::vars(), Some(&contents))
+    }
+
+    /// Builds the settings from `env` (name, value pairs) over the TOML text `file`. Pure: no
+    /// process state is read, which is what tests want.
+    ///
+    /// # Errors
+    /// Every bad variable in one [`SettingsError`].
+    pub fn from_sources<I, K, V>(env: I, file: Option<&str>) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut problems = Vec::new();
+        let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
+        if let Some(text) = file {
+            parse_file(text, &mut raw, &mut problems);
+        }
+        for (k, v) in env {
+            let k = k.into();
+            if is_known(&k) {
+                raw.insert(k, Raw { value: v.into() });
+            }
+        }
+        let mut numbers = BTreeMap::new();
+        for spec in NUMERIC {
+            match raw.get(spec.var) {
+                None => {
+                    numbers.insert(spec.var, spec.default);
+                }
+                Some(r) => match parse_number(&r.value, spec) {
+                    Ok(n) => {
+                        numbers.insert(spec.var, n);
+                    }
+                    Err(allowed) => problems.push(Problem {
+                        variable: spec.var.to_owned(),
+                        value: r.value.clone(),
+                        allowed,
+                    }),
+                },
+            }
+        }
+        let text = |var: &str| {
+            raw.get(var)
+                .map(|r| r.value.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let redis_url = text("REDIS_URL");
+        if let Some(url) = &redis_url
+            && let Err(allowed) = check_url(url)
+        {
+            problems.push(Problem {
+                variable: "REDIS_URL".into(),
+                value: mask_url(url),
+                allowed,
+            });
+        }
+        let key_prefix = text("CACHE_KEY_PREFIX").unwrap_or_else(|| "dashcache".to_owned());
+        if key_prefix.len() > 64 || Keys::builder(key_prefix.clone()).build().is_err() {
+            problems.push(Problem {
+                variable: "CACHE_KEY_PREFIX".into(),
+                value: key_prefix.clone(),
+                allowed: "up to 64 ASCII letters, digits, `_`, `-`, `.` and `:`".into(),
+            });
+        }
+        let key_secret = text("CACHE_KEY_SECRET");
+        if key_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            problems.push(Problem {
+                variable: "CACHE_KEY_SECRET".into(),
+                value: "***".into(),
+                allowed: "at least 16 bytes".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(SettingsError { problems });
+        }
+        let n = |var: &str| numbers.get(var).copied().unwrap_or_default();
+        let secs = |var: &str| Duration::from_secs(n(var));
+        let millis = |var: &str| Duration::from_millis(n(var));
+        Ok(Self {
+            redis_url,
+            key_prefix,
+            key_secret,
+            ttl: TtlSettings {
+                session: secs("CACHE_TTL_SESSION"),
+                permissions: secs("CACHE_TTL_PERMISSIONS"),
+                oauth_state: secs("CACHE_TTL_OAUTH_STATE"),
+                provider_connection: secs("CACHE_TTL_PROVIDER_CONNECTION"),
+                accounts_list: secs("CACHE_TTL_ACCOUNTS_LIST"),
+                security_config: secs("CACHE_TTL_SECURITY_CONFIG"),
+                static_data: secs("CACHE_TTL_STATIC_DATA"),
+                user: secs("CACHE_TTL_USER"),
+                rate_limit: secs("CACHE_TTL_RATE_LIMIT"),
+            },
+            stale_for: secs("CACHE_STALE_SECS"),
+            ttl_jitter_percent: u32::try_from(n("CACHE_TTL_JITTER_PERCENT")).unwrap_or(10),
+            timeout: millis("CACHE_TIMEOUT_MS"),
+            connect_timeout: millis("CACHE_CONNECT_TIMEOUT_MS"),
+            breaker_failures: u32::try_from(n("CACHE_BREAKER_FAILURES")).unwrap_or(5),
+            breaker_open_for: millis("CACHE_BREAKER_OPEN_MS"),
+            memory_max_entries: n("CACHE_MEMORY_MAX_ENTRIES"),
+            memory_max_bytes: n("CACHE_MEMORY_MAX_BYTES"),
+        })
+    }
+
+    /// The names of every variable these settings read.
+    pub fn variables() -> impl Iterator<Item = &'static str> {
+        NUMERIC
+            .iter()
+            .map(|s| s.var)
+            .chain(TEXT.iter().copied())
+            .chain(std::iter::once(CONFIG_FILE_VAR))
+    }
+
+    /// The embedded cache these settings describe.
+    pub fn memory_cache_builder(&self) -> MemoryCacheBuilder {
+        MemoryCache::builder()
+            .max_entries(self.memory_max_entries)
+            .max_bytes(self.memory_max_bytes)
+    }
+
+    /// The Redis cache these settings describe, when `REDIS_URL` is set.
+    #[cfg(feature = "redis")]
+    pub fn redis_cache_builder(&self) -> Option<crate::RedisCacheBuilder> {
+        self.redis_url.as_ref().map(|url| {
+            crate::RedisCache::builder(url.clone())
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+                .breaker(
+                    crate::BreakerConfig::default()
+                        .with_failure_threshold(self.breaker_failures)
+                        .with_open_for(self.breaker_open_for),
+                )
+        })
+    }
+
+    /// The TTL jitter as a fraction (10 % → 0.1), for [`CacheAsideBuilder::jitter`].
+    ///
+    /// [`CacheAsideBuilder::jitter`]: crate::aside::CacheAsideBuilder::jitter
+    pub fn jitter_fraction(&self) -> f64 {
+        f64::from(self.ttl_jitter_percent) / 100.0
+    }
+}
+
+impl fmt::Debug for CacheSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The effective configuration, one `VARIABLE=value` per line, secrets masked.
+impl fmt::Display for CacheSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self
+            .redis_url
+            .as_deref()
+            .map_or_else(|| "(unset: embedded cache)".to_owned(), mask_url);
+        writeln!(f, "REDIS_URL={url}")?;
+        writeln!(f, "CACHE_KEY_PREFIX={}", self.key_prefix)?;
+        writeln!(
+            f,
+            "CACHE_KEY_SECRET={}",
+            if self.key_secret.is_some() {
+                "***"
+            } else {
+                "(unset)"
+            }
+        )?;
+        let t = &self.ttl;
+        let secs = [
+            ("CACHE_TTL_SESSION", t.session),
+            ("CACHE_TTL_PERMISSIONS", t.permissions),
+            ("CACHE_TTL_OAUTH_STATE", t.oauth_state),
+            ("CACHE_TTL_PROVIDER_CONNECTION", t.provider_connection),
+            ("CACHE_TTL_ACCOUNTS_LIST", t.accounts_list),
+            ("CACHE_TTL_SECURITY_CONFIG", t.security_config),
+            ("CACHE_TTL_STATIC_DATA", t.static_data),
+            ("CACHE_TTL_USER", t.user),
+            ("CACHE_TTL_RATE_LIMIT", t.rate_limit),
+            ("CACHE_STALE_SECS", self.stale_for),
+        ];
+        for (var, d) in secs {
+            writeln!(f, "{var}={}", d.as_secs())?;
+        }
+        writeln!(f, "CACHE_TTL_JITTER_PERCENT={}", self.ttl_jitter_percent)?;
+        writeln!(f, "CACHE_TIMEOUT_MS={}", self.timeout.as_millis())?;
+        writeln!(
+            f,
+            "CACHE_CONNECT_TIMEOUT_MS={}",
+            self.connect_timeout.as_millis()
+        )?;
+        writeln!(f, "CACHE_BREAKER_FAILURES={}", self.breaker_failures)?;
+        writeln!(
+            f,
+            "CACHE_BREAKER_OPEN_MS={}",
+            self.breaker_open_for.as_millis()
+        )?;
+        writeln!(f, "CACHE_MEMORY_MAX_ENTRIES={}", self.memory_max_entries)?;
+        write!(f, "CACHE_MEMORY_MAX_BYTES={}", self.memory_max_bytes)
+    }
+}
+
+fn is_known(var: &str) -> bool {
+    NUMERIC.iter().any(|s| s.var == var) || TEXT.contains(&var)
+}
+
+fn read_file(path: &Path) -> Result<String, SettingsError> {
+    std::fs::read_to_string(path).map_err(|e| SettingsError {
+        problems: vec![Problem {
+            variable: CONFIG_FILE_VAR.into(),
+            value: path.display().to_string(),
+            allowed: format!("a readable TOML file ({e})"),
+        }],
+    })
+}
+
+fn parse_file(text: &str, raw: &mut BTreeMap<String, Raw>, problems: &mut Vec<Problem>) {
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem {
+                variable: CONFIG_FILE_VAR.into(),
+                value: "(file)".into(),
+                allowed: format!("valid TOML: {}", e.message()),
+            });
+            return;
+        }
+    };
+    for (key, value) in table {
+        let var = key.to_ascii_uppercase();
+        if !is_known(&var) {
+            problems.push(Problem {
+                variable: key,
+                value: value.to_string(),
+                allowed: "a known setting (see .env.example)".into(),
+            });
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => other.to_string(),
+        };
+        raw.insert(var, Raw { value });
+    }
+}
+
+fn parse_number(value: &str, spec: &Spec) -> Result<u64, String> {
+    let unit = spec.unit.name();
+    let range = format!(
+        "an integer from {} to {}{}{}",
+        spec.min,
+        spec.max,
+        if unit.is_empty() { "" } else { " " },
+        unit
+    );
+    let n: u64 = value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| range.clone())?;
+    if n < spec.min || n > spec.max {
+        return Err(range);
+    }
+    Ok(n)
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    let allowed = "a URL such as redis://[user:password@]host:port[/db]".to_owned();
+    if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+        return Err(allowed);
+    }
+    #[cfg(feature = "redis")]
+    {
+        use redis::IntoConnectionInfo;
+        url.into_connection_info()
+            .map_err(|e| format!("{allowed} ({e})"))?;
+    }
+    Ok(())
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub(crate) fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://***@{host}{path}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_guide() {
+        let s = CacheSettings::from_sources(env(&[]), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.ttl.session, Duration::from_secs(30 * DAY));
+        assert_eq!(s.ttl.permissions, Duration::from_secs(300));
+        assert_eq!(s.ttl.oauth_state, Duration::from_secs(600));
+        assert_eq!(s.ttl.provider_connection, Duration::from_secs(300));
+        assert_eq!(s.ttl.accounts_list, Duration::from_secs(300));
+        assert_eq!(s.ttl.security_config, Duration::from_secs(60));
+        assert_eq!(s.ttl.static_data, Duration::from_secs(DAY));
+        assert_eq!(s.timeout, Duration::from_millis(250));
+        assert_eq!(s.breaker_failures, 5);
+        assert_eq!(s.redis_url, None);
+        assert_eq!(s.key_prefix, "dashcache");
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_url("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_url("redis://pw@h"), "redis://***@h");
+        assert_eq!(mask_url("redis://h:1"), "redis://h:1");
+        assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
+    }
+}
