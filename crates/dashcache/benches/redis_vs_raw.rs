@@ -11,11 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashcache::{Cache, RedisCache, Ttl};
@@ -24,11 +21,10 @@ use redis::aio::MultiplexedConnection;
 
 const TTL_SECS: u64 = 300;
 const DEADLINE: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 15;
-const ROUND: Duration = Duration::from_millis(200);
 
-type OpFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
+#[path = "common/mod.rs"]
+mod common;
+use common::{Op, OpFuture, ROUND, ROUNDS, measure, median};
 
 /// Inputs built once and shared by every side: every key has its own value, as in a real
 /// service.
@@ -235,51 +231,4 @@ fn raw_set_many(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFut
         }
         let () = pipe.query_async(&mut raw).await.unwrap();
     })
-}
-
-/// Operations per second of each side in each round.
-async fn measure(sides: &[Op; 3], concurrency: usize) -> Vec<[f64; 3]> {
-    // Warm-up: connections, scripts, allocator.
-    for side in sides {
-        rate(side, concurrency, ROUND / 2).await;
-    }
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let mut rates = [0.0; 3];
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            rates[which] = rate(&sides[which], concurrency, ROUND).await;
-        }
-        rounds.push(rates);
-    }
-    rounds
-}
-
-/// Runs `op` from `concurrency` tasks for `period`; operations completed per second.
-async fn rate(op: &Op, concurrency: usize, period: Duration) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let end = start + period;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let (op, done) = (Arc::clone(op), Arc::clone(&done));
-            tokio::spawn(async move {
-                let mut i = t * 7;
-                while Instant::now() < end {
-                    op(i).await;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }

@@ -239,8 +239,6 @@ enum Source {
 }
 
 type FlightResult<V, E> = Result<(V, Source), E>;
-/// The TTL to store a loaded value with; `None` to not store it (an uncached "not found").
-type TtlFor<V> = Arc<dyn Fn(&V) -> Option<Ttl> + Send + Sync>;
 type SharedFlight<V, E> = Shared<BoxFuture<'static, FlightResult<V, E>>>;
 
 impl CacheAside {
@@ -279,8 +277,7 @@ impl CacheAside {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.lookup(key, Arc::new(move |_: &T| Some(ttl)), loader)
-            .await
+        self.lookup(key, move |_: &T| Some(ttl), loader).await
     }
 
     /// For lookups that may find nothing: a loader's `Ok(None)` is cached for the
@@ -318,7 +315,7 @@ impl CacheAside {
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
     {
         let negative = self.inner.negative_ttl;
-        let ttl_for = Arc::new(move |v: &Option<T>| if v.is_some() { Some(ttl) } else { negative });
+        let ttl_for = move |v: &Option<T>| if v.is_some() { Some(ttl) } else { negative };
         self.lookup(key, ttl_for, loader).await
     }
 
@@ -456,10 +453,13 @@ impl CacheAside {
         &self.inner.cache
     }
 
-    async fn lookup<V, E, F, Fut>(&self, key: &str, ttl_for: TtlFor<V>, loader: F) -> Lookup<V, E>
+    /// One lookup. `ttl_for` gives the TTL to store a loaded value with, or `None` to not store
+    /// it (an uncached "not found").
+    async fn lookup<V, E, P, F, Fut>(&self, key: &str, ttl_for: P, loader: F) -> Lookup<V, E>
     where
         V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
@@ -534,16 +534,17 @@ impl CacheAside {
     }
 
     /// Joins the load of `key` in progress, or starts one.
-    async fn flight<V, E, F, Fut>(
+    async fn flight<V, E, P, F, Fut>(
         &self,
         key: &str,
         bypassed: bool,
-        ttl_for: TtlFor<V>,
+        ttl_for: P,
         loader: F,
     ) -> FlightResult<V, E>
     where
         V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
@@ -605,17 +606,18 @@ impl Flight {
 
 /// One load: check the cache once more (a flight that just finished may have filled it), call
 /// the loader, write the value back. Removes itself from the table when done or dropped.
-async fn run_flight<V, E, F, Fut>(
+async fn run_flight<V, E, P, F, Fut>(
     inner: Arc<Inner>,
     key: String,
     id: u64,
     bypassed: bool,
-    ttl_for: TtlFor<V>,
+    ttl_for: P,
     loader: F,
 ) -> FlightResult<V, E>
 where
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+    P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<V, E>> + Send + 'static,
 {

@@ -174,42 +174,29 @@ impl CacheMetrics {
         &self.inner.keys
     }
 
-    fn slot(&self, key: &str) -> &Slot {
+    /// The counters of the namespace `key` belongs to: look it up once, record several
+    /// things.
+    pub fn for_key(&self, key: &str) -> NamespaceMetrics<'_> {
         let last = self.inner.slots.len() - 1;
         let i = self.inner.keys.namespace_index(key).unwrap_or(last);
-        &self.inner.slots[i]
+        NamespaceMetrics {
+            slot: &self.inner.slots[i],
+        }
     }
 
     /// Counts `event` for the namespace of `key`.
     pub fn record(&self, key: &str, event: Event) {
-        self.record_n(key, event, 1);
+        self.for_key(key).record_n(event, 1);
     }
 
     /// Counts `n` events for the namespace of `key` (a batch read, say).
     pub fn record_n(&self, key: &str, event: Event, n: u64) {
-        let slot = self.slot(key);
-        let counter = match event {
-            Event::Hit => &slot.hits,
-            Event::Miss => &slot.misses,
-            Event::Stale => &slot.stale,
-            Event::Bypassed => &slot.bypassed,
-            Event::Error => &slot.errors,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
+        self.for_key(key).record_n(event, n);
     }
 
     /// Records how long one operation on `key` took.
     pub fn record_latency(&self, key: &str, took: Duration) {
-        let slot = self.slot(key);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        slot.operations.fetch_add(1, Ordering::Relaxed);
-        slot.latency_nanos.fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        if let Some(i) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
-            slot.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.for_key(key).record_latency(took);
     }
 
     /// The counters of one namespace (`"other"` for undeclared keys); all zero for an unknown
@@ -301,6 +288,54 @@ impl CacheMetrics {
             }
         });
         PublishGuard(task)
+    }
+}
+
+/// The counters of one namespace; see [`CacheMetrics::for_key`].
+#[derive(Clone, Copy)]
+pub struct NamespaceMetrics<'a> {
+    slot: &'a Slot,
+}
+
+impl std::fmt::Debug for NamespaceMetrics<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("NamespaceMetrics")
+            .field(&self.slot.stats())
+            .finish()
+    }
+}
+
+impl NamespaceMetrics<'_> {
+    /// Counts one `event`.
+    pub fn record(self, event: Event) {
+        self.record_n(event, 1);
+    }
+
+    /// Counts `n` events.
+    pub fn record_n(self, event: Event, n: u64) {
+        let slot = self.slot;
+        let counter = match event {
+            Event::Hit => &slot.hits,
+            Event::Miss => &slot.misses,
+            Event::Stale => &slot.stale,
+            Event::Bypassed => &slot.bypassed,
+            Event::Error => &slot.errors,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records how long one operation took.
+    pub fn record_latency(self, took: Duration) {
+        let slot = self.slot;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        slot.operations.fetch_add(1, Ordering::Relaxed);
+        slot.latency_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some(i) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
+            slot.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

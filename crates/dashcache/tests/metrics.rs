@@ -153,3 +153,19 @@ async fn the_export_renders_in_prometheus() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn latency_sampling_times_one_operation_in_n_and_counts_all() {
+    let keys = keys();
+    for (every, timed) in [(1, 100), (4, 25), (0, 0)] {
+        let metrics = CacheMetrics::new(&keys);
+        let cache =
+            Instrumented::new(MemoryCache::new(), metrics.clone()).with_latency_sampling(every);
+        for _ in 0..100 {
+            cache.get("m:user:1").await.unwrap();
+        }
+        let user = metrics.snapshot("user");
+        assert_eq!(user.misses, 100, "counts stay exact with sampling {every}");
+        assert_eq!(user.operations, timed, "sampling {every}");
+    }
+}
