@@ -205,6 +205,10 @@ impl CacheAsideBuilder {
     /// For a cache wrapped in [`Instrumented`](crate::Instrumented) with these same `metrics`,
     /// which already counts hits, misses and failed operations: counts only what it cannot
     /// see (stale, bypassed, and undecodable values), so nothing is counted twice.
+    ///
+    /// The instrumented counts are of cache reads, not lookups: the leader of a single-flight
+    /// reads the key once more before calling the loader (so a load that just finished is not
+    /// repeated), and that read is counted too.
     pub fn metrics_over_instrumented(mut self, metrics: CacheMetrics) -> Self {
         self.metrics = Some(metrics);
         self.count_reads = false;

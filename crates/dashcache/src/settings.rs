@@ -246,7 +246,9 @@ pub struct Problem {
 }
 
 /// A configuration that cannot be used, with every problem found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` form is its message, so `fn main() -> Result<…>` prints a readable list.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SettingsError {
     /// Every bad variable, in a stable order.
     pub problems: Vec<Problem>,
@@ -264,6 +266,12 @@ impl fmt::Display for SettingsError {
             write!(f, "\n  {}={:?}: {}", p.variable, p.value, p.allowed)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -554,3 +554,52 @@ async fn the_bulk_form_looks_up_once_and_loads_only_what_is_missing() {
         .await;
     assert_eq!(again.unwrap().len(), 5);
 }
+
+/// Collects formatted log lines.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_cache_logs_once_per_burst_not_once_per_request() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let mut server = RedisServer::start();
+            let cache = Arc::new(redis(&server, Duration::from_millis(250)).await);
+            server.kill();
+            let aside = CacheAside::builder(cache).build();
+            for _ in 0..50 {
+                let value = aside
+                    .get_or_load("t:user:1", Ttl::secs(60), || async {
+                        Ok::<_, LoadError>(1u8)
+                    })
+                    .await;
+                assert_eq!(value, Ok(1));
+            }
+        });
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warnings = text.lines().filter(|l| l.contains("cache-aside")).count();
+    assert_eq!(warnings, 1, "{text}");
+    assert!(text.contains("cache_unavailable"), "{text}");
+}
