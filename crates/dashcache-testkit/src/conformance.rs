@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashcache::{Cache, CacheExt, ErrorKind, KeyTtl, Limits, Ttl};
+use dashcache::{Cache, CacheExt, Condition, ErrorKind, KeyTtl, Limits, Ttl, Write};
 use futures::future::join_all;
 
 /// What a case gets: the cache under test and its own key namespace.
@@ -87,6 +87,14 @@ cases!(
     increment_is_atomic_under_contention,
     set_if_absent_has_one_winner_under_contention,
     set_add_is_atomic_under_contention,
+    write_if_applies_every_write_when_conditions_hold,
+    write_if_refuses_and_writes_nothing_when_a_condition_fails,
+    write_if_compares_integers_exactly,
+    write_if_replace_keeps_the_ttl_and_skips_missing_keys,
+    write_if_set_add_extends_but_never_shortens,
+    write_if_wrong_type_changes_nothing,
+    write_if_applies_writes_in_order,
+    write_if_has_one_winner_under_contention,
     ping_answers,
 );
 
@@ -773,6 +781,8 @@ async fn bad_keys_are_invalid_key_everywhere(c: Ctx) {
             kind(c.cache.set_remove(key, std::slice::from_ref(&v)).await),
             kind(c.cache.set_members(key).await),
             kind(c.cache.get_str(key).await),
+            kind(c.cache.write_if(&[Condition::Absent(key)], &[]).await),
+            kind(c.cache.write_if(&[], &[Write::Delete(key)]).await),
         ];
         for (i, result) in results.into_iter().enumerate() {
             assert_eq!(
@@ -993,6 +1003,270 @@ async fn set_add_is_atomic_under_contention(c: Ctx) {
         .sum();
     assert_eq!(added, 200);
     assert_eq!(c.cache.set_members(&key).await.unwrap().len(), 200);
+}
+
+async fn write_if_applies_every_write_when_conditions_hold(c: Ctx) {
+    let (a, bk, set, gone) = (c.key("a"), c.key("b"), c.key("set"), c.key("gone"));
+    c.cache.set(&gone, b("x"), Ttl::secs(60)).await.unwrap();
+    c.cache.set(&bk, b("old"), Ttl::secs(60)).await.unwrap();
+    let members = [b("m1"), b("m2")];
+    let applied = c
+        .cache
+        .write_if(
+            &[
+                Condition::Absent(&a),
+                Condition::Exists(&bk),
+                Condition::MissingOrBelow(&c.key("v"), 5),
+            ],
+            &[
+                Write::Set(&a, b("new"), Ttl::secs(30)),
+                Write::Replace(&bk, b("replaced")),
+                Write::SetAdd(&set, &members, Ttl::secs(30)),
+                Write::Delete(&gone),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(applied);
+    assert_eq!(c.cache.get(&a).await.unwrap(), Some(b("new")));
+    expires_within(&c, &a, Duration::from_secs(30)).await;
+    assert_eq!(c.cache.get(&bk).await.unwrap(), Some(b("replaced")));
+    let mut got = c.cache.set_members(&set).await.unwrap();
+    got.sort();
+    assert_eq!(got, members.to_vec());
+    assert!(!c.cache.exists(&gone).await.unwrap());
+    assert!(
+        c.cache.write_if(&[], &[]).await.unwrap(),
+        "nothing to do is done"
+    );
+}
+
+async fn write_if_refuses_and_writes_nothing_when_a_condition_fails(c: Ctx) {
+    let (present, missing, version, target) = (c.key("p"), c.key("m"), c.key("v"), c.key("t"));
+    c.cache.set(&present, b("x"), Ttl::secs(60)).await.unwrap();
+    c.cache.set(&version, b("10"), Ttl::secs(60)).await.unwrap();
+    let failing = [
+        Condition::Absent(&present),
+        Condition::Exists(&missing),
+        Condition::MissingOrBelow(&version, 10),
+        Condition::MissingOrBelow(&version, 9),
+    ];
+    for condition in failing {
+        let applied = c
+            .cache
+            .write_if(
+                &[Condition::Absent(&missing), condition],
+                &[Write::Set(&target, b("w"), Ttl::secs(60))],
+            )
+            .await
+            .unwrap();
+        assert!(!applied, "{condition:?}");
+        assert!(
+            !c.cache.exists(&target).await.unwrap(),
+            "{condition:?} wrote"
+        );
+    }
+    let applied = c
+        .cache
+        .write_if(
+            &[Condition::MissingOrBelow(&version, 11)],
+            &[Write::Set(&target, b("w"), Ttl::secs(60))],
+        )
+        .await
+        .unwrap();
+    assert!(applied);
+}
+
+async fn write_if_compares_integers_exactly(c: Ctx) {
+    let k = c.key("n");
+    let big = (1i64 << 60) + 1;
+    let holds = |bound: i64| {
+        let (cache, k) = (Arc::clone(&c.cache), k.clone());
+        async move {
+            cache
+                .write_if(&[Condition::MissingOrBelow(&k, bound)], &[])
+                .await
+        }
+    };
+    assert!(
+        holds(i64::MIN).await.unwrap(),
+        "a missing key is below anything"
+    );
+    for (value, bound, below) in [
+        (big, big + 1, true),
+        (big, big, false),
+        (big + 1, big, false),
+        (-5, 0, true),
+        (-5, -10, false),
+        (-10, -5, true),
+        (0, 0, false),
+        (0, 1, true),
+        (i64::MIN, i64::MAX, true),
+        (i64::MAX, i64::MAX, false),
+        (i64::MIN, i64::MIN, false),
+    ] {
+        c.cache
+            .set(&k, Bytes::from(value.to_string()), Ttl::secs(60))
+            .await
+            .unwrap();
+        assert_eq!(holds(bound).await.unwrap(), below, "{value} < {bound}");
+    }
+    for text in ["abc", "007", "1.5", "99999999999999999999", ""] {
+        c.cache.set(&k, b(text), Ttl::secs(60)).await.unwrap();
+        assert_eq!(kind(holds(5).await), Some(ErrorKind::WrongType), "{text:?}");
+    }
+    let set = c.key("set");
+    c.cache
+        .set_add(&set, &[b("m")], Ttl::secs(60))
+        .await
+        .unwrap();
+    let on_set = c
+        .cache
+        .write_if(&[Condition::MissingOrBelow(&set, 5)], &[])
+        .await;
+    assert_eq!(kind(on_set), Some(ErrorKind::WrongType));
+}
+
+async fn write_if_replace_keeps_the_ttl_and_skips_missing_keys(c: Ctx) {
+    let (k, missing) = (c.key("k"), c.key("missing"));
+    c.cache.set(&k, b("v1"), Ttl::secs(20)).await.unwrap();
+    let writes = [
+        Write::Replace(&k, b("v2")),
+        Write::Replace(&missing, b("v2")),
+    ];
+    assert!(c.cache.write_if(&[], &writes).await.unwrap());
+    assert_eq!(c.cache.get(&k).await.unwrap(), Some(b("v2")));
+    let left = expires_within(&c, &k, Duration::from_secs(20)).await;
+    assert!(left > Duration::from_secs(15), "{left:?}");
+    assert!(
+        !c.cache.exists(&missing).await.unwrap(),
+        "replace never creates a key"
+    );
+}
+
+async fn write_if_set_add_extends_but_never_shortens(c: Ctx) {
+    let (fresh, long, short, forever) = (
+        c.key("fresh"),
+        c.key("long"),
+        c.key("short"),
+        c.key("forever"),
+    );
+    let m = [b("m")];
+    let n = [b("n")];
+    c.cache.set_add(&long, &m, Ttl::secs(100)).await.unwrap();
+    c.cache.set_add(&short, &m, Ttl::secs(5)).await.unwrap();
+    c.cache.set_add(&forever, &m, Ttl::Persist).await.unwrap();
+    let writes = [
+        Write::SetAdd(&fresh, &n, Ttl::secs(50)),
+        Write::SetAdd(&long, &n, Ttl::secs(50)),
+        Write::SetAdd(&short, &n, Ttl::secs(50)),
+        Write::SetAdd(&forever, &n, Ttl::secs(50)),
+    ];
+    assert!(c.cache.write_if(&[], &writes).await.unwrap());
+    let fresh_left = expires_within(&c, &fresh, Duration::from_secs(50)).await;
+    assert!(
+        fresh_left > Duration::from_secs(45),
+        "a new set gets the TTL: {fresh_left:?}"
+    );
+    let long_left = expires_within(&c, &long, Duration::from_secs(100)).await;
+    assert!(
+        long_left > Duration::from_secs(90),
+        "a longer TTL stands: {long_left:?}"
+    );
+    let short_left = expires_within(&c, &short, Duration::from_secs(50)).await;
+    assert!(
+        short_left > Duration::from_secs(45),
+        "a shorter TTL is extended: {short_left:?}"
+    );
+    assert_eq!(c.cache.ttl(&forever).await.unwrap(), KeyTtl::Persistent);
+    assert_eq!(c.cache.set_members(&short).await.unwrap().len(), 2);
+    let persist = [Write::SetAdd(&long, &n, Ttl::Persist)];
+    assert!(c.cache.write_if(&[], &persist).await.unwrap());
+    assert_eq!(c.cache.ttl(&long).await.unwrap(), KeyTtl::Persistent);
+}
+
+async fn write_if_wrong_type_changes_nothing(c: Ctx) {
+    let (a, string, set) = (c.key("a"), c.key("string"), c.key("set"));
+    c.cache.set(&string, b("s"), Ttl::Persist).await.unwrap();
+    c.cache
+        .set_add(&set, &[b("m")], Ttl::secs(60))
+        .await
+        .unwrap();
+    let m = [b("x")];
+    let attempts: [&[Write<'_>]; 2] = [
+        &[
+            Write::Set(&a, b("1"), Ttl::secs(60)),
+            Write::Delete(&set),
+            Write::SetAdd(&string, &m, Ttl::secs(9)),
+        ],
+        &[
+            Write::Set(&a, b("1"), Ttl::secs(60)),
+            Write::Delete(&set),
+            Write::SetRemove(&string, &m),
+        ],
+    ];
+    for writes in attempts {
+        let result = c.cache.write_if(&[], writes).await;
+        assert_eq!(kind(result), Some(ErrorKind::WrongType));
+        assert!(
+            !c.cache.exists(&a).await.unwrap(),
+            "an earlier write was applied"
+        );
+        assert!(
+            c.cache.exists(&set).await.unwrap(),
+            "an earlier delete was applied"
+        );
+        assert_eq!(c.cache.ttl(&string).await.unwrap(), KeyTtl::Persistent);
+    }
+}
+
+async fn write_if_applies_writes_in_order(c: Ctx) {
+    let (k, s) = (c.key("k"), c.key("s"));
+    c.cache.set(&k, b("string"), Ttl::secs(60)).await.unwrap();
+    c.cache
+        .set_add(&s, &[b("only")], Ttl::secs(60))
+        .await
+        .unwrap();
+    let m = [b("m")];
+    let only = [b("only")];
+    let writes = [
+        // A delete turns the string key into a set key within the same step...
+        Write::Delete(&k),
+        Write::SetAdd(&k, &m, Ttl::secs(60)),
+        // ...and removing a set's last member leaves nothing to replace.
+        Write::SetRemove(&s, &only),
+        Write::Replace(&s, b("nothing")),
+    ];
+    assert!(c.cache.write_if(&[], &writes).await.unwrap());
+    assert_eq!(c.cache.set_members(&k).await.unwrap(), vec![b("m")]);
+    assert!(!c.cache.exists(&s).await.unwrap());
+}
+
+async fn write_if_has_one_winner_under_contention(c: Ctx) {
+    let key = c.key("claim");
+    let tasks = (0..200).map(|i| {
+        let (cache, key) = (Arc::clone(&c.cache), key.clone());
+        tokio::spawn(async move {
+            let index = format!("{key}:idx");
+            let writes = [
+                Write::Set(&key, Bytes::from(i.to_string()), Ttl::secs(60)),
+                Write::SetAdd(&index, &[Bytes::from(i.to_string())], Ttl::secs(60)),
+            ];
+            cache.write_if(&[Condition::Absent(&key)], &writes).await
+        })
+    });
+    let wins = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .filter(|won| *won)
+        .count();
+    assert_eq!(wins, 1);
+    let winner = c.cache.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        c.cache.set_members(&format!("{key}:idx")).await.unwrap(),
+        vec![winner]
+    );
 }
 
 async fn ping_answers(c: Ctx) {

@@ -315,11 +315,107 @@ pub trait Cache: Send + Sync + Debug + 'static {
     /// `WrongType` when the key holds a string, transport errors.
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>>;
 
+    /// Applies `writes` as one atomic step if every condition holds; `false` (and nothing
+    /// written) if one does not. No other operation observes a state in between: on Redis it is
+    /// one script, in memory the keys' write locks are held throughout.
+    ///
+    /// This is the building block of multi-key structures such as a session and its user
+    /// index, or a write refused after a revocation.
+    ///
+    /// # Errors
+    /// `InvalidKey`, `TooLarge`, `InvalidArgument` as for the single writes; `WrongType` when a
+    /// condition reads a non-integer or a set write meets a string — checked before anything
+    /// is written, so a failed call changes nothing.
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool>;
+
     /// A round trip to the backend; how long it took.
     ///
     /// # Errors
     /// Transport errors: a dead cache must show up here, not be hidden by fail-open.
     async fn ping(&self) -> Result<Duration>;
+}
+
+/// A condition of [`Cache::write_if`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Condition<'a> {
+    /// The key does not exist.
+    Absent(&'a str),
+    /// The key exists.
+    Exists(&'a str),
+    /// The key is missing, or holds an integer strictly below the bound (a revocation time, a
+    /// version). A non-integer value is a `WrongType` error.
+    MissingOrBelow(&'a str, i64),
+}
+
+impl<'a> Condition<'a> {
+    /// The key the condition reads.
+    pub fn key(&self) -> &'a str {
+        match *self {
+            Self::Absent(k) | Self::Exists(k) | Self::MissingOrBelow(k, _) => k,
+        }
+    }
+}
+
+/// One write of [`Cache::write_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Write<'a> {
+    /// As [`Cache::set`]: the value and TTL replace whatever the key held.
+    Set(&'a str, Bytes, Ttl),
+    /// Overwrites an existing key's value and keeps its TTL; does nothing when the key is
+    /// missing (`SET XX KEEPTTL`).
+    Replace(&'a str, Bytes),
+    /// Deletes the key.
+    Delete(&'a str),
+    /// Adds members to a set; afterwards the set lives at least this long (a longer TTL it
+    /// already has stands, unlike [`Cache::set_add`], which always sets it).
+    SetAdd(&'a str, &'a [Bytes], Ttl),
+    /// Removes members from a set; removing the last one removes the key.
+    SetRemove(&'a str, &'a [Bytes]),
+}
+
+impl<'a> Write<'a> {
+    /// The key the write changes.
+    pub fn key(&self) -> &'a str {
+        match *self {
+            Self::Set(k, ..)
+            | Self::Replace(k, _)
+            | Self::Delete(k)
+            | Self::SetAdd(k, ..)
+            | Self::SetRemove(k, _) => k,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every key, value and TTL of a [`Cache::write_if`] call.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn check_write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<()> {
+        for c in conditions {
+            self.check_key(c.key())?;
+        }
+        for w in writes {
+            self.check_key(w.key())?;
+            match w {
+                Write::Set(k, v, ttl) => {
+                    self.check_value(k, v)?;
+                    ttl.to_millis()?;
+                }
+                Write::Replace(k, v) => self.check_value(k, v)?,
+                Write::SetAdd(k, members, ttl) => {
+                    for m in members.iter() {
+                        self.check_value(k, m)?;
+                    }
+                    ttl.to_millis()?;
+                }
+                Write::Delete(_) | Write::SetRemove(..) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Forwards every method, so `Arc<dyn Cache>` (what a service holds) can be wrapped by generic
@@ -373,6 +469,9 @@ impl<C: Cache + ?Sized> Cache for Arc<C> {
     }
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
         (**self).set_members(key).await
+    }
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
+        (**self).write_if(conditions, writes).await
     }
     async fn ping(&self) -> Result<Duration> {
         (**self).ping().await

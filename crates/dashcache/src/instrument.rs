@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::cache::{Cache, KeyTtl, Ttl};
+use crate::cache::{Cache, Condition, KeyTtl, Ttl, Write};
 use crate::error::Result;
 use crate::metrics::{CacheMetrics, Event, NamespaceMetrics};
 
@@ -245,6 +245,17 @@ impl<C: Cache> Cache for Instrumented<C> {
 
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
         self.write("set_members", key, self.inner.set_members(key))
+            .await
+    }
+
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
+        let label = first(
+            writes
+                .iter()
+                .map(Write::key)
+                .chain(conditions.iter().map(Condition::key)),
+        );
+        self.write("write_if", label, self.inner.write_if(conditions, writes))
             .await
     }
 

@@ -79,7 +79,7 @@ pub mod redis;
 pub mod settings;
 
 pub use aside::CacheAside;
-pub use cache::{Cache, KeyTtl, Limits, Ttl};
+pub use cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 pub use error::{Error, ErrorKind, Result};
 pub use ext::CacheExt;
 pub use instrument::Instrumented;

@@ -4,7 +4,7 @@
 //! as a set), integer parsing, TTL semantics, glob matching — so code tested against it behaves
 //! the same in production. The conformance suite proves it against a real `redis-server`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
 
-use crate::cache::{Cache, KeyTtl, Limits, Ttl};
+use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 use crate::error::{Error, ErrorKind, Result};
 use crate::glob;
 
@@ -222,8 +222,7 @@ impl MemoryCache {
     /// Locks the stripe of `key`. A poisoned stripe is still usable: the data it guards lives
     /// in moka, which a panicking writer cannot leave half-updated.
     fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
-        let i = self.inner.hasher.hash_one(key) as usize % self.inner.stripes.len();
-        self.inner.stripes[i]
+        self.inner.stripes[self.stripe(key)]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -233,6 +232,51 @@ impl MemoryCache {
     /// fifth of a hit).
     fn live(&self, key: &str) -> Option<Entry> {
         self.inner.store.get(key)
+    }
+
+    /// Locks the stripes of all `keys`, in stripe order so that two multi-key writers can never
+    /// wait on each other.
+    fn lock_all<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| self.stripe(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|i| {
+                self.inner.stripes[i]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect()
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        self.inner.hasher.hash_one(key) as usize % self.inner.stripes.len()
+    }
+
+    /// Evaluates one condition of `write_if` (its key's stripe is held).
+    fn holds(&self, condition: &Condition<'_>) -> Result<bool> {
+        Ok(match *condition {
+            Condition::Absent(key) => self.live(key).is_none(),
+            Condition::Exists(key) => self.live(key).is_some(),
+            Condition::MissingOrBelow(key, bound) => match self.live(key) {
+                None => true,
+                Some(Entry {
+                    value: Value::Bytes(b),
+                    ..
+                }) => match parse_integer(&b) {
+                    Some(n) => n < bound,
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::WrongType,
+                            "the value is not an integer",
+                        )
+                        .with_key(key));
+                    }
+                },
+                Some(_) => return Err(Error::wrong_type(key)),
+            },
+        })
     }
 
     fn put(&self, key: &str, entry: Entry) {
@@ -517,12 +561,109 @@ impl Cache for MemoryCache {
         }
     }
 
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
+        self.inner.limits.check_write_if(conditions, writes)?;
+        let keys = conditions
+            .iter()
+            .map(Condition::key)
+            .chain(writes.iter().map(Write::key));
+        let _guards = self.lock_all(keys);
+        for condition in conditions {
+            if !self.holds(condition)? {
+                return Ok(false);
+            }
+        }
+        // Play the writes on an overlay first, so a type error half-way changes nothing.
+        let now = Instant::now();
+        let mut overlay: HashMap<&str, Option<Entry>> = HashMap::new();
+        for write in writes {
+            let key = write.key();
+            let current = match overlay.get(key) {
+                Some(entry) => entry.clone(),
+                None => self.live(key),
+            };
+            let next = apply(key, current, write, now)?;
+            overlay.insert(key, next);
+        }
+        for (key, entry) in overlay {
+            match entry {
+                Some(entry) => self.put(key, entry),
+                None => self.inner.store.invalidate(key),
+            }
+        }
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<Duration> {
         // The store is in-process: the "round trip" is one lookup.
         let start = Instant::now();
         let _ = self.inner.store.contains_key("\u{0}ping");
         Ok(start.elapsed())
     }
+}
+
+/// The entry at `key` after one `write_if` write, given the entry before it.
+fn apply(
+    key: &str,
+    current: Option<Entry>,
+    write: &Write<'_>,
+    now: Instant,
+) -> Result<Option<Entry>> {
+    Ok(match write {
+        Write::Set(_, value, ttl) => Some(Entry::new(
+            Value::Bytes(value.clone()),
+            ttl.to_millis()?,
+            now,
+        )),
+        Write::Replace(_, value) => current.map(|e| Entry {
+            value: Value::Bytes(value.clone()),
+            expires_at: e.expires_at,
+        }),
+        Write::Delete(_) => None,
+        // No members: nothing to add, whatever the key holds (as on Redis).
+        Write::SetAdd(_, [], _) => current,
+        Write::SetAdd(_, members, ttl) => {
+            let (mut set, expires_at) = match current {
+                None => (HashSet::new(), None),
+                Some(Entry {
+                    value: Value::Set(s),
+                    expires_at,
+                }) => (Arc::unwrap_or_clone(s), expires_at),
+                Some(_) => return Err(Error::wrong_type(key)),
+            };
+            // Sets are never stored empty: a non-empty one existed before this write.
+            let existed = !set.is_empty();
+            set.extend(members.iter().cloned());
+            // At least `ttl`: a longer deadline (or none at all) on an existing set stands.
+            let wanted = deadline(ttl.to_millis()?, now);
+            let expires_at = match (existed, expires_at, wanted) {
+                (false, _, wanted) => wanted,
+                (true, None, _) | (true, _, None) => None,
+                (true, Some(old), Some(new)) => Some(old.max(new)),
+            };
+            Some(Entry {
+                value: Value::Set(Arc::new(set)),
+                expires_at,
+            })
+        }
+        Write::SetRemove(_, members) => match current {
+            None => None,
+            Some(Entry {
+                value: Value::Set(s),
+                expires_at,
+            }) => {
+                let mut set = Arc::unwrap_or_clone(s);
+                for m in members.iter() {
+                    set.remove(m);
+                }
+                (!set.is_empty()).then(|| Entry {
+                    value: Value::Set(Arc::new(set)),
+                    expires_at,
+                })
+            }
+            Some(_) => return Err(Error::wrong_type(key)),
+        },
+    })
 }
 
 /// Parses an integer exactly as Redis' `string2ll` does for `INCRBY`: an optional `-`, no `+`,

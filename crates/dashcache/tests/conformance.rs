@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashcache::{Cache, KeyTtl, MemoryCache, RedisCache, Result, Ttl};
+use dashcache::{Cache, Condition, KeyTtl, MemoryCache, RedisCache, Result, Ttl, Write};
 use dashcache_testkit::{RedisServer, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +85,9 @@ impl Cache for Broken {
     }
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
         self.0.set_members(key).await
+    }
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
+        self.0.write_if(conditions, writes).await
     }
     async fn ping(&self) -> Result<Duration> {
         self.0.ping().await

@@ -24,7 +24,7 @@ pub use breaker::BreakerConfig;
 use breaker::CircuitBreaker;
 use scripts::Scripts;
 
-use crate::cache::{Cache, KeyTtl, Limits, Ttl};
+use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 use crate::error::{Error, ErrorKind, Result};
 use crate::settings::mask_url;
 
@@ -248,6 +248,15 @@ impl RedisCache {
     fn check_keys(&self, keys: &[&str]) -> Result<()> {
         keys.iter().try_for_each(|k| self.inner.limits.check_key(k))
     }
+}
+
+/// A TTL as a script argument: milliseconds, or `''` for no expiry.
+fn ttl_arg(invocation: &mut redis::ScriptInvocation<'_>, ttl: Ttl) -> Result<()> {
+    match ttl.to_millis()? {
+        Some(ms) => invocation.arg(ms),
+        None => invocation.arg(""),
+    };
+    Ok(())
 }
 
 /// `SET`'s expiry arguments for a TTL already checked by [`Ttl::to_millis`].
@@ -528,6 +537,66 @@ impl Cache for RedisCache {
             redis::cmd("SMEMBERS").arg(key).query_async(&mut conn),
         )
         .await
+    }
+
+    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
+        self.inner.limits.check_write_if(conditions, writes)?;
+        if writes.is_empty() && conditions.is_empty() {
+            return Ok(true);
+        }
+        let mut invocation = self.inner.scripts.write_if.prepare_invoke();
+        let mut slot = 0usize;
+        let mut key = |k: &str, inv: &mut redis::ScriptInvocation<'_>| {
+            inv.key(k);
+            slot += 1;
+            slot
+        };
+        invocation.arg(conditions.len());
+        for c in conditions {
+            let n = key(c.key(), &mut invocation);
+            match c {
+                Condition::Absent(_) => invocation.arg("absent").arg(n).arg(""),
+                Condition::Exists(_) => invocation.arg("exists").arg(n).arg(""),
+                Condition::MissingOrBelow(_, bound) => invocation.arg("below").arg(n).arg(*bound),
+            };
+        }
+        invocation.arg(writes.len());
+        for w in writes {
+            let n = key(w.key(), &mut invocation);
+            match w {
+                Write::Set(_, value, ttl) => {
+                    invocation.arg("S").arg(n).arg(value.as_ref());
+                    ttl_arg(&mut invocation, *ttl)?;
+                }
+                Write::Replace(_, value) => {
+                    invocation.arg("R").arg(n).arg(value.as_ref());
+                }
+                Write::Delete(_) => {
+                    invocation.arg("D").arg(n);
+                }
+                Write::SetAdd(_, members, ttl) => {
+                    invocation.arg("A").arg(n);
+                    ttl_arg(&mut invocation, *ttl)?;
+                    invocation.arg(members.len());
+                    for m in members.iter() {
+                        invocation.arg(m.as_ref());
+                    }
+                }
+                Write::SetRemove(_, members) => {
+                    invocation.arg("X").arg(n).arg(members.len());
+                    for m in members.iter() {
+                        invocation.arg(m.as_ref());
+                    }
+                }
+            }
+        }
+        let label = writes
+            .first()
+            .map(Write::key)
+            .or(conditions.first().map(Condition::key));
+        let mut conn = self.conn();
+        let applied: u8 = self.run(label, invocation.invoke_async(&mut conn)).await?;
+        Ok(applied == 1)
     }
 
     async fn ping(&self) -> Result<Duration> {
