@@ -15,3 +15,48 @@ pub mod conformance;
 mod server;
 
 pub use server::{RedisServer, redis_server_binary};
+
+/// The library under test, re-exported for [`on_every_backend!`].
+pub use dashcache;
+
+/// A `RedisCache` for `server` with a deadline generous enough for a loaded 2-core CI machine
+/// (only the deadline and breaker tests use the production defaults).
+///
+/// # Panics
+/// When the server does not answer; the message carries its log.
+pub async fn redis_cache(server: &RedisServer) -> dashcache::RedisCache {
+    dashcache::RedisCache::builder(server.url())
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
+}
+
+/// Runs each scenario (`async fn(Arc<dyn Cache>)`) against every backend: one test module per
+/// scenario, with a test per backend, each with a cache (and server) of its own.
+///
+/// ```ignore
+/// async fn round_trip(cache: Arc<dyn Cache>) { /* … */ }
+/// dashcache_testkit::on_every_backend!(round_trip);
+/// ```
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    let cache = ::std::sync::Arc::new($crate::dashcache::MemoryCache::new());
+                    super::$scenario(cache).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let server = $crate::RedisServer::start();
+                    let cache = ::std::sync::Arc::new($crate::redis_cache(&server).await);
+                    super::$scenario(cache).await;
+                }
+            }
+        )*
+    };
+}

@@ -22,7 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
@@ -31,6 +31,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::burst::BurstLog;
 use crate::cache::{Cache, Ttl};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{CacheMetrics, Event};
@@ -785,44 +786,6 @@ fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> crate::Result<Envelop
     Ok(Envelope { value, fresh_until })
 }
 
-/// Lets one warning through per window and counts the rest, so a cache outage under load
-/// produces a log line every few seconds, not one per request.
-struct BurstLog {
-    epoch: Instant,
-    /// Milliseconds after `epoch` of the last warning; `u64::MAX` before the first.
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl BurstLog {
-    const WINDOW_MS: u64 = 10_000;
-
-    fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            last: AtomicU64::new(u64::MAX),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(warnings suppressed since the last one)` when this one should be logged.
-    fn should_log(&self) -> Option<u64> {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now.saturating_sub(last) >= Self::WINDOW_MS;
-        if due
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,22 +814,5 @@ mod tests {
         }
         assert_eq!(jittered(10_000, 0.0), 10_000);
         assert_eq!(jittered(1, 0.5).max(1), jittered(1, 0.5).max(1));
-    }
-
-    #[test]
-    fn burst_log_lets_one_through_per_window() {
-        let log = BurstLog::new();
-        assert_eq!(log.should_log(), Some(0));
-        for _ in 0..100 {
-            assert_eq!(log.should_log(), None);
-        }
-        log.last.store(0, Ordering::Relaxed);
-        // Pretend the window passed.
-        let log2 = BurstLog {
-            epoch: Instant::now() - Duration::from_millis(BurstLog::WINDOW_MS + 1),
-            last: AtomicU64::new(0),
-            suppressed: AtomicU64::new(100),
-        };
-        assert_eq!(log2.should_log(), Some(100));
     }
 }

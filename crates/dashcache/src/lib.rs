@@ -65,6 +65,8 @@
 //! - `redis` (default): [`RedisCache`].
 
 pub mod aside;
+pub mod authz;
+mod burst;
 pub mod cache;
 pub mod error;
 pub mod ext;
@@ -76,7 +78,10 @@ pub mod memory;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod sealed;
+pub mod session;
 pub mod settings;
+pub mod token;
 
 pub use aside::CacheAside;
 pub use cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::key::Keys;
 use crate::memory::{MemoryCache, MemoryCacheBuilder};
+use crate::sealed::Keyring;
 
 /// The unit of a numeric variable, for parsing and for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +175,12 @@ const NUMERIC: &[Spec] = &[
 ];
 
 /// The text variables.
-const TEXT: &[&str] = &["REDIS_URL", "CACHE_KEY_PREFIX", "CACHE_KEY_SECRET"];
+const TEXT: &[&str] = &[
+    "REDIS_URL",
+    "CACHE_KEY_PREFIX",
+    "CACHE_KEY_SECRET",
+    "CACHE_SEAL_KEYS",
+];
 
 /// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
 pub const CONFIG_FILE_VAR: &str = "CACHE_CONFIG_FILE";
@@ -213,6 +219,9 @@ pub struct CacheSettings {
     pub key_prefix: String,
     /// `CACHE_KEY_SECRET`: the secret of opaque (hashed) key segments; at least 16 bytes.
     pub key_secret: Option<String>,
+    /// `CACHE_SEAL_KEYS`: the AES-256-GCM keys of sealed values, `id:base64[,id:base64…]`,
+    /// the current key first (validated; see [`CacheSettings::keyring`]).
+    pub seal_keys: Option<String>,
     /// The TTL of each pattern.
     pub ttl: TtlSettings,
     /// `CACHE_STALE_SECS`: how long cache-aside keeps values past their TTL (0: off).
@@ -380,6 +389,16 @@ impl CacheSettings {
                 allowed: "at least 16 bytes".into(),
             });
         }
+        let seal_keys = text("CACHE_SEAL_KEYS");
+        if let Some(spec) = &seal_keys
+            && let Err(e) = Keyring::parse(spec)
+        {
+            problems.push(Problem {
+                variable: "CACHE_SEAL_KEYS".into(),
+                value: "***".into(),
+                allowed: format!("`id:base64key[,id:base64key…]` with 32-byte keys ({e})"),
+            });
+        }
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -390,6 +409,7 @@ impl CacheSettings {
             redis_url,
             key_prefix,
             key_secret,
+            seal_keys,
             ttl: TtlSettings {
                 session: secs("CACHE_TTL_SESSION"),
                 permissions: secs("CACHE_TTL_PERMISSIONS"),
@@ -441,6 +461,14 @@ impl CacheSettings {
                         .with_open_for(self.breaker_open_for),
                 )
         })
+    }
+
+    /// The sealing keys, when `CACHE_SEAL_KEYS` is set (validated when the settings were
+    /// loaded).
+    pub fn keyring(&self) -> Option<Keyring> {
+        self.seal_keys
+            .as_deref()
+            .and_then(|spec| Keyring::parse(spec).ok())
     }
 
     /// The TTL jitter as a fraction (10 % → 0.1), for [`CacheAsideBuilder::jitter`].

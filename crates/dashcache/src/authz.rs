@@ -1,0 +1,249 @@
+//! [`PermissionCache`]: cached allow / deny answers per (user, resource, action), with
+//! invalidation by generation.
+//!
+//! Each user has a generation, a random value changed by [`invalidate_user`]. A cached answer
+//! records the generation it was computed under, and is used only while that is still the
+//! user's generation. So invalidation is one write (no `SCAN`, no pattern delete), and a check
+//! that was evaluating during an invalidation — it read the old generation — writes an answer
+//! that no later check will accept.
+//!
+//! A hit is one round trip (the generation and the answer are read together). When the cache
+//! fails, the check falls through to the evaluator: permissions are then as fresh as the
+//! source of truth, only slower.
+//!
+//! [`invalidate_user`]: PermissionCache::invalidate_user
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::burst::BurstLog;
+use crate::cache::{Cache, Ttl};
+use crate::error::{Error, Result};
+use crate::key::Keys;
+
+/// Cached permission checks. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dashcache::Result<()> {
+/// use std::sync::Arc;
+/// use dashcache::{Keys, MemoryCache, authz::PermissionCache};
+///
+/// let keys = Keys::new("app", ["authz"])?;
+/// let permissions = PermissionCache::new(Arc::new(MemoryCache::new()), keys);
+/// let allowed = permissions
+///     .check("user-1", "accounts", "read", || async { Ok::<_, std::convert::Infallible>(true) })
+///     .await;
+/// assert_eq!(allowed, Ok(true));
+/// permissions.invalidate_user("user-1").await?; // after a role change
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PermissionCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Arc<dyn Cache>,
+    keys: Keys,
+    namespace: String,
+    allow_ttl: Duration,
+    deny_ttl: Duration,
+    warnings: BurstLog,
+}
+
+impl std::fmt::Debug for PermissionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PermissionCache")
+            .field("cache", &self.inner.cache)
+            .field("namespace", &self.inner.namespace)
+            .field("allow_ttl", &self.inner.allow_ttl)
+            .field("deny_ttl", &self.inner.deny_ttl)
+            .finish()
+    }
+}
+
+impl PermissionCache {
+    /// Checks cached under the `authz` namespace of `keys` (which must declare it), 5 minutes
+    /// for both answers.
+    pub fn new(cache: Arc<dyn Cache>, keys: Keys) -> Self {
+        Self::with_config(
+            cache,
+            keys,
+            "authz",
+            Duration::from_secs(300),
+            Duration::from_secs(300),
+        )
+    }
+
+    /// Checks cached under `namespace`, allows for `allow_ttl` and denials for `deny_ttl`
+    /// (each at least 1 ms).
+    pub fn with_config(
+        cache: Arc<dyn Cache>,
+        keys: Keys,
+        namespace: impl Into<String>,
+        allow_ttl: Duration,
+        deny_ttl: Duration,
+    ) -> Self {
+        let floor = Duration::from_millis(1);
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                keys,
+                namespace: namespace.into(),
+                allow_ttl: allow_ttl.max(floor),
+                deny_ttl: deny_ttl.max(floor),
+                warnings: BurstLog::new(),
+            }),
+        }
+    }
+
+    /// A generation outlives every answer written under it, so an expired generation can only
+    /// be followed by answers written after it.
+    fn generation_ttl(&self) -> Ttl {
+        Ttl::from(self.inner.allow_ttl.max(self.inner.deny_ttl) * 4)
+    }
+
+    fn keys_for(&self, user: &str, resource: &str, action: &str) -> Result<(String, String)> {
+        let ns = self.inner.namespace.as_str();
+        let generation = self.inner.keys.key([ns, user, "generation"])?;
+        // Four parts against the generation key's three: the two can never collide.
+        let answer = self.inner.keys.key([ns, user, resource, action])?;
+        Ok((generation, answer))
+    }
+
+    /// Whether `user` may `action` on `resource`: the cached answer if it is current, else
+    /// `evaluate`'s (which is then cached). A failing cache falls through to `evaluate`.
+    ///
+    /// # Errors
+    /// `evaluate`'s error; never a cache error.
+    pub async fn check<E, F, Fut>(
+        &self,
+        user: &str,
+        resource: &str,
+        action: &str,
+        evaluate: F,
+    ) -> Result<bool, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool, E>>,
+    {
+        let (generation_key, answer_key) = match self.keys_for(user, resource, action) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.cache_failed(&e);
+                return evaluate().await;
+            }
+        };
+        let generation = match self
+            .inner
+            .cache
+            .get_many(&[&generation_key, &answer_key])
+            .await
+        {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                let generation = values
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| Bytes::from_static(b"0"));
+                if let Some(allowed) = values
+                    .next()
+                    .flatten()
+                    .and_then(|a| answer_for(&a, &generation))
+                {
+                    return Ok(allowed);
+                }
+                Some(generation)
+            }
+            Err(e) => {
+                self.cache_failed(&e);
+                None
+            }
+        };
+        let allowed = evaluate().await?;
+        if let Some(generation) = generation {
+            let ttl = if allowed {
+                self.inner.allow_ttl
+            } else {
+                self.inner.deny_ttl
+            };
+            let mut value = generation.to_vec();
+            value.extend_from_slice(if allowed { b":1" } else { b":0" });
+            if let Err(e) = self
+                .inner
+                .cache
+                .set(&answer_key, Bytes::from(value), Ttl::from(ttl))
+                .await
+            {
+                self.cache_failed(&e);
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Makes every cached answer for `user` obsolete (after a role change), in one write.
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed user id; cache errors — an invalidation that did not
+    /// happen leaves answers valid until their TTL, which the caller must know.
+    pub async fn invalidate_user(&self, user: &str) -> Result<()> {
+        let ns = self.inner.namespace.as_str();
+        let key = self.inner.keys.key([ns, user, "generation"])?;
+        // Random, not a counter: a generation that expired and was recreated can never repeat
+        // one that answers still carry.
+        let generation: u64 = rand::rng().random_range(1..u64::MAX);
+        self.inner
+            .cache
+            .set(
+                &key,
+                Bytes::from(generation.to_string()),
+                self.generation_ttl(),
+            )
+            .await
+    }
+
+    fn cache_failed(&self, error: &Error) {
+        if let Some(suppressed) = self.inner.warnings.should_log() {
+            tracing::warn!(
+                code = error.code(),
+                error = %error,
+                suppressed,
+                "permission cache bypassed: evaluating from the source of truth"
+            );
+        }
+    }
+}
+
+/// The cached answer `value` (`<generation>:<0|1>`), if it was written under `generation`.
+fn answer_for(value: &[u8], generation: &[u8]) -> Option<bool> {
+    let (written_under, answer) = value.split_at_checked(value.len().checked_sub(2)?)?;
+    if written_under != generation {
+        return None;
+    }
+    match answer {
+        b":1" => Some(true),
+        b":0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_count_only_under_their_generation() {
+        assert_eq!(answer_for(b"0:1", b"0"), Some(true));
+        assert_eq!(answer_for(b"42:0", b"42"), Some(false));
+        assert_eq!(answer_for(b"42:1", b"43"), None);
+        assert_eq!(answer_for(b"4:1", b"42"), None);
+        assert_eq!(answer_for(b"", b"0"), None);
+        assert_eq!(answer_for(b"0:x", b"0"), None);
+    }
+}

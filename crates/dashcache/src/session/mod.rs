@@ -1,0 +1,320 @@
+//! [`SessionStore`]: session records in the cache, with a per-user index, for a service whose
+//! database stays the source of truth (write-through).
+//!
+//! Keys, under the store's namespace (default `session`):
+//!
+//! | key | holds |
+//! |---|---|
+//! | `…:session:id:<id>` | the session (JSON), TTL until it expires |
+//! | `…:session:user:<user>` | the set of the user's session ids, TTL ≥ its longest session |
+//! | `…:session:revoked:<user>` | when `revoke_all_for_user` last ran (Unix ms) |
+//! | `…:session:deleted:<id>` | a tombstone for the id's remaining lifetime |
+//!
+//! The session and its index entry are written in one atomic step ([`Cache::write_if`]), under
+//! two conditions that make revocation stick: no tombstone for the id, and no revocation of the
+//! user at or after the session's creation. A `put` racing with a revoke — it read the session
+//! from the database before the revoke and writes it after — is therefore refused, and one
+//! that lands before the revoke's sweep is in the index the sweep reads.
+
+mod data;
+
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+pub use data::{SessionData, SessionRecord, new_session_id};
+pub(crate) use data::{random_token, to_unix_millis};
+
+use crate::cache::{Cache, Condition, Ttl, Write};
+use crate::error::{Error, Result};
+use crate::ext::{decode_json, encode_json};
+use crate::key::Keys;
+
+/// Sessions of type `S` in a [`Cache`]. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dashcache::Result<()> {
+/// use std::{sync::Arc, time::Duration};
+/// use dashcache::{Keys, MemoryCache, session::{SessionData, SessionStore}};
+///
+/// let keys = Keys::new("app", ["session"])?;
+/// let store: SessionStore = SessionStore::new(Arc::new(MemoryCache::new()), keys);
+/// let session = SessionData::new("user-1", Duration::from_secs(1800))?;
+/// assert!(store.put(&session, None).await?);
+/// assert_eq!(store.list_for_user("user-1").await?, vec![session.id.clone()]);
+/// assert_eq!(store.revoke_all_for_user("user-1").await?, 1);
+/// assert!(store.get(&session.id).await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
+pub struct SessionStore<S = SessionData> {
+    cache: Arc<dyn Cache>,
+    keys: Keys,
+    namespace: String,
+    max_lifetime: Duration,
+    _session: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for SessionStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: Arc::clone(&self.cache),
+            keys: self.keys.clone(),
+            namespace: self.namespace.clone(),
+            max_lifetime: self.max_lifetime,
+            _session: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SessionStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStore")
+            .field("cache", &self.cache)
+            .field("namespace", &self.namespace)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
+}
+
+impl<S: SessionRecord> SessionStore<S> {
+    /// A store under the `session` namespace of `keys` (which must declare it), for sessions
+    /// living at most 30 days.
+    pub fn new(cache: Arc<dyn Cache>, keys: Keys) -> Self {
+        Self {
+            cache,
+            keys,
+            namespace: "session".to_owned(),
+            max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            _session: PhantomData,
+        }
+    }
+
+    /// Uses another declared namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The longest a session may live, creation to expiry (default 30 days). Revocation marks
+    /// and tombstones are kept this long, which is what makes them final; a session that
+    /// would outlive them is refused.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    fn key(&self, kind: &str, id: &str) -> Result<String> {
+        self.keys.key([self.namespace.as_str(), kind, id])
+    }
+
+    /// Stores `session` and adds it to its user's index, in one atomic step.
+    ///
+    /// The TTL is `ttl`, or the time left until the session's `expires_at` — never more than
+    /// that. Returns `false`, storing nothing, when the session has already expired, when its
+    /// id was deleted, or when its user's sessions were revoked at or after its creation.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a session meant to live longer than the maximum lifetime;
+    /// `InvalidKey` for an empty or malformed id or user; cache errors.
+    pub async fn put(&self, session: &S, ttl: Option<Ttl>) -> Result<bool> {
+        let now = SystemTime::now();
+        let Ok(left) = session.expires_at().duration_since(now) else {
+            return Ok(false);
+        };
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let lifetime = session
+            .expires_at()
+            .duration_since(session.created_at())
+            .unwrap_or_default();
+        if lifetime > self.max_lifetime {
+            return Err(Error::invalid_argument(format!(
+                "a session may live at most {} s, this one {} s",
+                self.max_lifetime.as_secs(),
+                lifetime.as_secs()
+            )));
+        }
+        let ttl = match ttl {
+            Some(Ttl::After(d)) if d < left => Ttl::After(d),
+            _ => Ttl::After(left),
+        };
+        let id = session.session_id();
+        let user = session.user_id();
+        let session_key = self.key("id", id)?;
+        let index_key = self.key("user", user)?;
+        let tombstone = self.key("deleted", id)?;
+        let revoked = self.key("revoked", user)?;
+        let created = i64::try_from(to_unix_millis(session.created_at())).unwrap_or(i64::MAX);
+        let value = encode_json(&session_key, session)?;
+        let member = [Bytes::copy_from_slice(id.as_bytes())];
+        self.cache
+            .write_if(
+                &[
+                    Condition::Absent(&tombstone),
+                    Condition::MissingOrBelow(&revoked, created),
+                ],
+                &[
+                    Write::Set(&session_key, value, ttl),
+                    Write::SetAdd(&index_key, &member, ttl),
+                ],
+            )
+            .await
+    }
+
+    /// The session `id`, if it is in the cache and has not expired.
+    ///
+    /// # Errors
+    /// `Deserialize` when the stored session does not decode as `S`; cache errors.
+    pub async fn get(&self, id: &str) -> Result<Option<S>> {
+        let key = self.key("id", id)?;
+        let Some(bytes) = self.cache.get(&key).await? else {
+            return Ok(None);
+        };
+        let session: S = decode_json(&key, &bytes)?;
+        Ok((session.expires_at() > SystemTime::now()).then_some(session))
+    }
+
+    /// Whether the session `id` is in the cache.
+    ///
+    /// # Errors
+    /// Cache errors.
+    pub async fn exists(&self, id: &str) -> Result<bool> {
+        self.cache.exists(&self.key("id", id)?).await
+    }
+
+    /// Records activity on session `id` at `at` from `ip`, keeping its TTL; `false` when the
+    /// session is not in the cache (or was deleted meanwhile: a touch never brings one back).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn touch(&self, id: &str, at: SystemTime, ip: Option<IpAddr>) -> Result<bool> {
+        let Some(mut session) = self.get(id).await? else {
+            return Ok(false);
+        };
+        session.record_activity(at, ip);
+        let key = self.key("id", id)?;
+        let tombstone = self.key("deleted", id)?;
+        let value = encode_json(&key, &session)?;
+        self.cache
+            .write_if(
+                &[Condition::Exists(&key), Condition::Absent(&tombstone)],
+                &[Write::Replace(&key, value)],
+            )
+            .await
+    }
+
+    /// Deletes session `id`, removes it from its user's index and leaves a tombstone for the
+    /// rest of its life, so a racing `put` of a copy read earlier cannot bring it back. `true`
+    /// when a live session was removed.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let key = self.key("id", id)?;
+        let tombstone = self.key("deleted", id)?;
+        let stored: Option<S> = match self.cache.get(&key).await? {
+            Some(bytes) => decode_json(&key, &bytes).ok(),
+            None => None,
+        };
+        // Unknown remaining life (not cached, or undecodable): the longest a session can live.
+        let left = stored
+            .as_ref()
+            .and_then(|s| s.expires_at().duration_since(SystemTime::now()).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.max_lifetime);
+        let member = [Bytes::copy_from_slice(id.as_bytes())];
+        let index_key = match &stored {
+            Some(s) => Some(self.key("user", s.user_id())?),
+            None => None,
+        };
+        let mut writes = vec![
+            Write::Delete(&key),
+            Write::Set(&tombstone, Bytes::from_static(b"1"), Ttl::After(left)),
+        ];
+        if let Some(index_key) = &index_key {
+            writes.push(Write::SetRemove(index_key, &member));
+        }
+        self.cache.write_if(&[], &writes).await?;
+        Ok(stored.is_some())
+    }
+
+    /// The ids of `user`'s sessions still in the cache. Ids whose session is gone (expired,
+    /// evicted) are pruned from the index on the way.
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed user id; cache errors.
+    pub async fn list_for_user(&self, user: &str) -> Result<Vec<String>> {
+        let index_key = self.key("user", user)?;
+        let members = self.cache.set_members(&index_key).await?;
+        let (ids, keys) = self.session_keys(&members)?;
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values = self.cache.get_many(&refs).await?;
+        let mut alive = Vec::new();
+        let mut dead = Vec::new();
+        for ((id, member), value) in ids.into_iter().zip(members).zip(values) {
+            match value {
+                Some(_) => alive.push(id),
+                None => dead.push(member),
+            }
+        }
+        if !dead.is_empty() {
+            self.cache.set_remove(&index_key, &dead).await?;
+        }
+        alive.sort();
+        Ok(alive)
+    }
+
+    /// Revokes every session of `user`: from now on a `put` of one of their sessions created
+    /// until now is refused, and every session in their index is deleted. Returns how many
+    /// live sessions were removed. Sessions created after the call are not affected.
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed user id; cache errors (the revocation mark is written
+    /// first, so a failure after it still refuses old sessions).
+    pub async fn revoke_all_for_user(&self, user: &str) -> Result<u64> {
+        let revoked = self.key("revoked", user)?;
+        let index_key = self.key("user", user)?;
+        let now = i64::try_from(to_unix_millis(SystemTime::now())).unwrap_or(i64::MAX);
+        // The mark first: any put landing after it is refused, any put before it is in the
+        // index the sweep below reads. A later mark, if one exists, stands.
+        self.cache
+            .write_if(
+                &[Condition::MissingOrBelow(&revoked, now)],
+                &[Write::Set(
+                    &revoked,
+                    Bytes::from(now.to_string()),
+                    Ttl::After(self.max_lifetime),
+                )],
+            )
+            .await?;
+        let members = self.cache.set_members(&index_key).await?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let (_, keys) = self.session_keys(&members)?;
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let removed = self.cache.delete_many(&refs).await?;
+        self.cache.set_remove(&index_key, &members).await?;
+        Ok(removed)
+    }
+
+    /// The ids (as text) and session keys of index members (validated when they were added).
+    fn session_keys(&self, members: &[Bytes]) -> Result<(Vec<String>, Vec<String>)> {
+        let mut ids = Vec::with_capacity(members.len());
+        let mut keys = Vec::with_capacity(members.len());
+        for member in members {
+            let id = String::from_utf8_lossy(member).into_owned();
+            keys.push(self.key("id", &id)?);
+            ids.push(id);
+        }
+        Ok((ids, keys))
+    }
+}
