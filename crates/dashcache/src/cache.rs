@@ -363,6 +363,10 @@ impl<'a> Condition<'a> {
 pub enum Write<'a> {
     /// As [`Cache::set`]: the value and TTL replace whatever the key held.
     Set(&'a str, Bytes, Ttl),
+    /// Sets an integer (its decimal text), as a counter: what [`Condition::MissingOrBelow`]
+    /// and [`Cache::increment`] read. Wrappers that transform values, such as
+    /// [`Sealed`](crate::sealed::Sealed), store it as it is, as they do counters.
+    SetInt(&'a str, i64, Ttl),
     /// Overwrites an existing key's value and keeps its TTL; does nothing when the key is
     /// missing (`SET XX KEEPTTL`).
     Replace(&'a str, Bytes),
@@ -380,6 +384,7 @@ impl<'a> Write<'a> {
     pub fn key(&self) -> &'a str {
         match *self {
             Self::Set(k, ..)
+            | Self::SetInt(k, ..)
             | Self::Replace(k, _)
             | Self::Delete(k)
             | Self::SetAdd(k, ..)
@@ -402,6 +407,9 @@ impl Limits {
             match w {
                 Write::Set(k, v, ttl) => {
                     self.check_value(k, v)?;
+                    ttl.to_millis()?;
+                }
+                Write::SetInt(_, _, ttl) => {
                     ttl.to_millis()?;
                 }
                 Write::Replace(k, v) => self.check_value(k, v)?,

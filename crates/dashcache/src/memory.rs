@@ -615,6 +615,11 @@ fn apply(
             ttl.to_millis()?,
             now,
         )),
+        Write::SetInt(_, n, ttl) => Some(Entry::new(
+            Value::Bytes(Bytes::from(n.to_string())),
+            ttl.to_millis()?,
+            now,
+        )),
         Write::Replace(_, value) => current.map(|e| Entry {
             value: Value::Bytes(value.clone()),
             expires_at: e.expires_at,

@@ -168,6 +168,12 @@ async fn sessions_and_tokens_work_sealed(raw: Arc<dyn Cache>) {
     assert_eq!(store.revoke_all_for_user("u1").await.unwrap(), 1);
     let stored = raw.get(&format!("t:session:id:{}", s.id)).await.unwrap();
     assert!(stored.is_none());
+    // The revocation mark is read as an integer: sealed, it must still refuse stale copies.
+    assert!(!store.put(&s, None).await.unwrap());
+    assert!(store.delete(&s.id).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = SessionData::new("u1", Duration::from_secs(600)).unwrap();
+    assert!(store.put(&later, None).await.unwrap());
 
     let tokens = OneTimeTokens::<String>::new(sealed, keys, "oauth_state");
     let token = tokens

@@ -568,6 +568,10 @@ impl Cache for RedisCache {
                     invocation.arg("S").arg(n).arg(value.as_ref());
                     ttl_arg(&mut invocation, *ttl)?;
                 }
+                Write::SetInt(_, value, ttl) => {
+                    invocation.arg("S").arg(n).arg(*value);
+                    ttl_arg(&mut invocation, *ttl)?;
+                }
                 Write::Replace(_, value) => {
                     invocation.arg("R").arg(n).arg(value.as_ref());
                 }

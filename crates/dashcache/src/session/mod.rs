@@ -288,11 +288,7 @@ impl<S: SessionRecord> SessionStore<S> {
         self.cache
             .write_if(
                 &[Condition::MissingOrBelow(&revoked, now)],
-                &[Write::Set(
-                    &revoked,
-                    Bytes::from(now.to_string()),
-                    Ttl::After(self.max_lifetime),
-                )],
+                &[Write::SetInt(&revoked, now, Ttl::After(self.max_lifetime))],
             )
             .await?;
         let members = self.cache.set_members(&index_key).await?;

@@ -1,0 +1,47 @@
+//! The guide's OAuth state, one-time for real: issue a state with the connection's details,
+//! consume it once in the callback; a replay (or a second, concurrent callback) finds nothing.
+//!
+//! `cargo run -p dashcache --example oauth_state`
+
+use std::sync::Arc;
+
+use dashcache::token::OneTimeTokens;
+use dashcache::{Keys, MemoryCache, Ttl};
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PendingConnection {
+    user_id: String,
+    provider: String,
+    alias: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let keys = Keys::new("example", ["oauth_state"])?;
+    let states = OneTimeTokens::new(Arc::new(MemoryCache::new()), keys, "oauth_state");
+
+    let pending = PendingConnection {
+        user_id: "user-42".into(),
+        provider: "schwab".into(),
+        alias: "brokerage".into(),
+    };
+    let state = states.issue(&pending, Ttl::secs(600)).await?;
+    println!("authorize URL: https://provider.example/authorize?state={state}");
+
+    // The callback. A cache error here must fail the callback (fail closed), so `?` it.
+    match states.consume(&state).await? {
+        Some(p) => println!(
+            "callback accepted for {} / {} ({})",
+            p.user_id, p.provider, p.alias
+        ),
+        None => println!("invalid or replayed state"),
+    }
+    println!(
+        "replay: {:?}",
+        states
+            .consume(&state)
+            .await?
+            .map(|p: PendingConnection| p.user_id)
+    );
+    Ok(())
+}
