@@ -81,8 +81,8 @@ impl Keyring {
     /// `CACHE_SEAL_KEYS` setting. Keys are 32 bytes, in standard base64.
     ///
     /// ```
-    /// let spec = format!("2:{},1:{}", "A".repeat(43) + "=", "B".repeat(43) + "=");
-    /// let keyring = dashcache::sealed::Keyring::parse(&spec)?;
+    /// let spec = "2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=,1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    /// let keyring = dashcache::sealed::Keyring::parse(spec)?;
     /// assert_eq!(keyring.current_id(), 2);
     /// # Ok::<(), dashcache::Error>(())
     /// ```
