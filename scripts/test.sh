@@ -21,4 +21,4 @@ if ! command -v "$redis_bin" >/dev/null 2>&1; then
 fi
 
 echo "scripts/test.sh: $("$redis_bin" --version)" >&2
-cargo test --workspace --locked "$@"
+cargo test --workspace --all-features --locked "$@"

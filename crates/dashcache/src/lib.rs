@@ -63,6 +63,7 @@
 //! ## Features
 //!
 //! - `redis` (default): [`RedisCache`].
+//! - `axum`: the rate-limiting middleware, [`ratelimit::RateLimitLayer`].
 
 pub mod aside;
 pub mod authz;
@@ -76,6 +77,7 @@ pub mod instrument;
 pub mod key;
 pub mod memory;
 pub mod metrics;
+pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sealed;

@@ -215,6 +215,17 @@ impl RedisCache {
         &self.inner.display_url
     }
 
+    /// Runs a script of another module (the rate limiter's) under this cache's deadline and
+    /// breaker, by SHA with reload after `NOSCRIPT`.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        label: Option<&str>,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        self.run(label, invocation.invoke_async(&mut conn)).await
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
