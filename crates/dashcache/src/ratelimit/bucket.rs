@@ -10,8 +10,10 @@
 //! two give the same decision for the same history; `capacity × per_ms` is bounded by 2⁵³,
 //! where every integer is exact.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -301,48 +303,28 @@ pub trait BucketStore: Send + Sync + fmt::Debug + 'static {
     async fn reset(&self, key: &str) -> Result<()>;
 }
 
-/// Buckets in process, on moka: bounded, idle buckets expire once they would be full anyway,
-/// and each check runs under moka's per-key lock. The clock is the system's wall clock, as the
-/// Redis store uses the server's.
-#[derive(Clone)]
+/// Buckets in process: a striped map (each check locks one of 64 stripes for a few hundred
+/// nanoseconds), bounded, where a bucket expires once it would be full anyway — on the same
+/// clock as its decisions, as on Redis. The clock is the system's wall clock, as the Redis
+/// store uses the server's.
 pub struct MemoryBuckets {
-    buckets: moka::sync::Cache<String, Stored>,
+    stripes: Box<[Mutex<HashMap<String, Stored>>]>,
+    hasher: RandomState,
+    max_per_stripe: usize,
 }
 
 #[derive(Clone, Copy)]
 struct Stored {
     state: State,
-    /// How long until the bucket is full (then it may as well not exist), plus a margin.
-    idle_for: Duration,
-}
-
-struct IdleExpiry;
-
-impl moka::Expiry<String, Stored> for IdleExpiry {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        v: &Stored,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.idle_for)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        v: &Stored,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.idle_for)
-    }
+    /// When the bucket would be full again, plus a margin: past it, it may as well not exist.
+    expires_at_ms: u64,
 }
 
 impl fmt::Debug for MemoryBuckets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBuckets")
-            .field("buckets", &self.buckets.entry_count())
+            .field("stripes", &self.stripes.len())
+            .field("max_per_stripe", &self.max_per_stripe)
             .finish()
     }
 }
@@ -353,14 +335,40 @@ impl Default for MemoryBuckets {
     }
 }
 
+const STRIPES: usize = 64;
+
 impl MemoryBuckets {
-    /// At most `max_buckets` buckets (the least recently used go first past that).
+    /// At most about `max_buckets` live buckets. Past that, expired buckets are swept; if the
+    /// live ones still do not fit, some are dropped — which refills them, so memory stays
+    /// bounded under a flood of distinct clients at the cost of a little leniency.
     pub fn new(max_buckets: u64) -> Self {
+        let per_stripe = usize::try_from(max_buckets).unwrap_or(usize::MAX) / STRIPES;
         Self {
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(max_buckets)
-                .expire_after(IdleExpiry)
-                .build(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            max_per_stripe: per_stripe.max(16),
+        }
+    }
+
+    /// The stripe of `key`, locked. A poisoned stripe is still sound: every update is a single
+    /// insert of a computed value.
+    fn stripe(&self, key: &str) -> MutexGuard<'_, HashMap<String, Stored>> {
+        let i = self.hasher.hash_one(key) as usize % self.stripes.len();
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes room in a full stripe: expired buckets first, then arbitrary ones down to 90 %, so
+    /// the next sweep is a tenth of the stripe away.
+    fn make_room(&self, stripe: &mut HashMap<String, Stored>, now: u64) {
+        stripe.retain(|_, b| b.expires_at_ms > now);
+        let target = self.max_per_stripe - self.max_per_stripe / 10;
+        if stripe.len() > target {
+            let excess: Vec<String> = stripe.keys().take(stripe.len() - target).cloned().collect();
+            for key in excess {
+                stripe.remove(&key);
+            }
         }
     }
 }
@@ -368,30 +376,42 @@ impl MemoryBuckets {
 /// Idle buckets are kept until they would have refilled, plus this margin (as on Redis).
 pub(crate) const IDLE_MARGIN: Duration = Duration::from_secs(1);
 
+fn live(stored: Option<&Stored>, now: u64) -> Option<State> {
+    stored.filter(|b| b.expires_at_ms > now).map(|b| b.state)
+}
+
 #[async_trait]
 impl BucketStore for MemoryBuckets {
     async fn take(&self, key: &str, spec: Spec, now_ms: Option<u64>) -> Result<Decision> {
         let now = now_ms.unwrap_or_else(unix_millis);
-        let mut decision = None;
-        self.buckets.entry_by_ref(key).and_compute_with(|current| {
-            let (d, state) = decide(current.map(|e| e.into_value().state), spec, now, true);
-            decision = Some(d);
-            moka::ops::compute::Op::Put(Stored {
-                state,
-                idle_for: d.reset_after + IDLE_MARGIN,
-            })
-        });
-        decision.ok_or_else(|| Error::invalid_argument("the bucket could not be computed"))
+        let mut stripe = self.stripe(key);
+        let (decision, state) = decide(live(stripe.get(key), now), spec, now, true);
+        let stored = Stored {
+            state,
+            expires_at_ms: now
+                .saturating_add(decision.reset_after.as_millis() as u64)
+                .saturating_add(IDLE_MARGIN.as_millis() as u64),
+        };
+        match stripe.get_mut(key) {
+            Some(slot) => *slot = stored,
+            None => {
+                if stripe.len() >= self.max_per_stripe {
+                    self.make_room(&mut stripe, now);
+                }
+                stripe.insert(key.to_owned(), stored);
+            }
+        }
+        Ok(decision)
     }
 
     async fn peek(&self, key: &str, spec: Spec, now_ms: Option<u64>) -> Result<Decision> {
         let now = now_ms.unwrap_or_else(unix_millis);
-        let current = self.buckets.get(key).map(|s| s.state);
+        let current = live(self.stripe(key).get(key), now);
         Ok(decide(current, spec, now, false).0)
     }
 
     async fn reset(&self, key: &str) -> Result<()> {
-        self.buckets.invalidate(key);
+        self.stripe(key).remove(key);
         Ok(())
     }
 }
@@ -457,6 +477,35 @@ mod tests {
         assert!(d.allowed, "the denied check took nothing");
         let (d, _) = decide(Some(st), s, 1_000_000, false);
         assert_eq!(d.remaining, 2, "capped at capacity after a long idle");
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded_under_a_flood_of_clients() {
+        let store = MemoryBuckets::new(1024);
+        let s = spec(10, 1, 1000, 1);
+        for i in 0..100_000 {
+            let _ = store.take(&format!("client-{i}"), s, Some(0)).await;
+        }
+        let held: usize = store
+            .stripes
+            .iter()
+            .map(|m| m.lock().map(|g| g.len()).unwrap_or(0))
+            .sum();
+        assert!(held <= 1024 + STRIPES, "{held}");
+        // Buckets expire once they would be full, on the decisions' clock.
+        let key = "client-99999";
+        assert_eq!(
+            store.peek(key, s, Some(0)).await.ok().map(|d| d.remaining),
+            Some(9)
+        );
+        assert_eq!(
+            store
+                .peek(key, s, Some(2_001))
+                .await
+                .ok()
+                .map(|d| d.remaining),
+            Some(10)
+        );
     }
 
     #[test]

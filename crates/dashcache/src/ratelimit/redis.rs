@@ -17,7 +17,11 @@ use crate::redis::RedisCache;
 /// precision. The server's clock, not each app server's, drives the bucket, so every instance
 /// of a service agrees. The hash expires once the bucket would be full again (plus a margin):
 /// a missing bucket is a full one.
-const TAKE: &str = r"
+const TAKE: &str = RedisBuckets::SCRIPT;
+
+impl RedisBuckets {
+    /// The Lua source of the bucket script, for review (and for benchmarks that run it raw).
+    pub const SCRIPT: &'static str = r"
 local now
 if ARGV[6] == '' then
   local t = redis.call('TIME')
@@ -53,6 +57,7 @@ if ARGV[5] == '1' then
 end
 return {allowed and 1 or 0, math.floor(units / per), retry, reset}
 ";
+}
 
 /// Token buckets on a [`RedisCache`]: its deadline and circuit breaker apply, and the script is
 /// reloaded after `NOSCRIPT` (a flushed script cache or a restarted server never switches
