@@ -30,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "/api/v1/sessions",
             Rule::per_minute("login", 5)?.with_on_error(OnError::Deny),
         )
-        .any_method("/api/v1/accounts/{id}", Rule::per_minute("reads", 100)?.with_scope(Scope::User))
+        .any_method(
+            "/api/v1/accounts/{id}",
+            Rule::per_minute("reads", 100)?.with_scope(Scope::User),
+        )
         .default_rule(Rule::per_minute("default", 300)?)
         .skip("/health")
         .trusted_proxies(TrustedProxies::parse(["127.0.0.1"])?);
@@ -41,6 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }

@@ -1,0 +1,1 @@
+//! The `dashcache` subcommands other than `serve`.

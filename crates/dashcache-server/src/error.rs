@@ -1,0 +1,101 @@
+//! [`AppError`]: every failure a handler can return, as an `application/problem+json` response.
+//!
+//! Client errors say what was wrong; internal errors are logged once here and answer a generic
+//! 500, so no database or cache detail leaks to a client.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::db::DbError;
+
+/// A handler's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid session.
+    #[error("authentication required")]
+    Unauthorized,
+    /// 403: authenticated, but not allowed.
+    #[error("not allowed")]
+    Forbidden,
+    /// 404: no such thing (or not yours).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413 / 415 / 422 and other body rejections, with axum's status.
+    #[error("{1}")]
+    Rejected(StatusCode, String),
+    /// 500: the database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// 500: anything else unexpected.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Rejected(status, _) => *status,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        Self::Rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        Self::Rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        Self::Rejected(r.status(), r.body_text())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            "The server could not complete the request.".to_owned()
+        } else {
+            self.to_string()
+        };
+        problem(status, &detail)
+    }
+}
+
+/// An `application/problem+json` response (RFC 9457).
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}

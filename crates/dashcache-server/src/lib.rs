@@ -1,0 +1,142 @@
+//! The dashcache reference service: an axum app over a real database that uses every pattern
+//! of the library — cache-aside reads, write-through sessions, one-time OAuth state, cached
+//! permission checks, security-version revocation, rate limits, metrics and health.
+//!
+//! [`app`] builds the router from an [`AppState`], so tests drive it with `oneshot`; the
+//! `dashcache` binary (`main.rs`) only loads the configuration, sets up tracing, binds and
+//! serves with graceful shutdown.
+
+pub mod auth;
+pub mod cli;
+pub mod db;
+pub mod error;
+mod routes;
+pub mod serve;
+pub mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use dashcache::ratelimit::{RateLimitLayer, RateLimiter, Rule, Scope, TrustedProxies};
+
+pub use error::AppError;
+pub use state::AppState;
+
+/// The largest request body accepted (bigger ones get 413).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The service's rate limits: login 5 a minute per address; reads 100 a minute and writes 30 a
+/// minute per user (per address when anonymous); OAuth callbacks 20 a minute per address;
+/// everything else 300 a minute per address. Health and metrics are never limited. Every rule
+/// fails open — a cache outage must not take logins down — and counts it.
+///
+/// # Errors
+/// Never in practice: the rules are constants (a bad one is a programming error reported as
+/// `InvalidArgument`).
+pub fn rate_limits(
+    limiter: RateLimiter,
+    trusted: TrustedProxies,
+) -> dashcache::Result<RateLimitLayer> {
+    let reads = Rule::per_minute("reads", 100)?.with_scope(Scope::User);
+    let writes = Rule::per_minute("writes", 30)?.with_scope(Scope::User);
+    let mut layer = RateLimitLayer::new(limiter)
+        .route(
+            Method::POST,
+            "/api/v1/sessions",
+            Rule::per_minute("login", 5)?,
+        )
+        .route(
+            Method::GET,
+            "/api/v1/providers/callback",
+            Rule::per_minute("callback", 20)?,
+        )
+        .default_rule(Rule::per_minute("default", 300)?)
+        .skip("/health")
+        .skip("/metrics")
+        .trusted_proxies(trusted);
+    for path in [
+        "/api/v1/users/{id}",
+        "/api/v1/users/{id}/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/providers/{connection_id}",
+        "/api/v1/accounts",
+    ] {
+        layer = layer.route(Method::GET, path, reads.clone());
+    }
+    for (method, path) in [
+        (Method::PATCH, "/api/v1/users/{id}"),
+        (Method::DELETE, "/api/v1/users/{id}/sessions"),
+        (Method::DELETE, "/api/v1/sessions/{id}"),
+        (Method::POST, "/api/v1/users/{id}/roles"),
+        (Method::DELETE, "/api/v1/users/{id}/roles/{role}"),
+        (Method::POST, "/api/v1/users/{id}/security/rotate"),
+        (Method::POST, "/api/v1/security/rotate"),
+        (Method::POST, "/api/v1/providers/{slug}/connect"),
+        (Method::POST, "/api/v1/accounts"),
+    ] {
+        layer = layer.route(method, path, writes.clone());
+    }
+    Ok(layer)
+}
+
+/// The service's router over `state`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(routes::ops::health))
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/api/v1/cache/stats", get(routes::ops::stats))
+        .route("/api/v1/sessions", post(routes::sessions::login))
+        .route(
+            "/api/v1/sessions/{id}",
+            get(routes::sessions::get).delete(routes::sessions::delete),
+        )
+        .route(
+            "/api/v1/users/{id}",
+            get(routes::users::get).patch(routes::users::patch),
+        )
+        .route(
+            "/api/v1/users/{id}/sessions",
+            get(routes::sessions::list).delete(routes::sessions::revoke_all),
+        )
+        .route("/api/v1/users/{id}/roles", post(routes::admin::add_role))
+        .route(
+            "/api/v1/users/{id}/roles/{role}",
+            delete(routes::admin::remove_role),
+        )
+        .route(
+            "/api/v1/users/{id}/security/rotate",
+            post(routes::admin::rotate_user),
+        )
+        .route(
+            "/api/v1/security/rotate",
+            post(routes::admin::rotate_global),
+        )
+        .route(
+            "/api/v1/providers/callback",
+            get(routes::providers::callback),
+        )
+        .route(
+            "/api/v1/providers/{connection_id}",
+            get(routes::providers::get),
+        )
+        .route(
+            "/api/v1/providers/{slug}/connect",
+            post(routes::providers::connect),
+        )
+        .route(
+            "/api/v1/accounts",
+            get(routes::accounts::list).post(routes::accounts::create),
+        )
+        .fallback(routes::ops::not_found)
+        // Outermost last: the body limit, then authentication, then the rate limits (which see
+        // the authenticated user), then the handler.
+        .layer(state.rate_limits().clone())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

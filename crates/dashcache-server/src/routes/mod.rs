@@ -1,0 +1,35 @@
+//! The handlers, one module per resource.
+
+pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod ops;
+pub(crate) mod providers;
+pub(crate) mod sessions;
+pub(crate) mod users;
+
+use crate::error::AppError;
+
+/// Ids in paths and bodies: 1–64 ASCII letters, digits, `_` or `-`. Anything else is refused
+/// before it reaches a key or a query.
+pub(crate) fn check_id(id: &str) -> Result<&str, AppError> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(id)
+    } else {
+        Err(AppError::BadRequest(format!(
+            "malformed id {:?}",
+            id.chars().take(70).collect::<String>()
+        )))
+    }
+}
+
+/// A short random id for new rows (96 bits, URL-safe).
+pub(crate) fn new_id(prefix: &str) -> Result<String, AppError> {
+    let token =
+        dashcache::session::new_session_id().map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(format!("{prefix}{}", &token[..16]))
+}

@@ -1,0 +1,66 @@
+//! `GET` and `PATCH /api/v1/users/{id}`: cache-aside reads, invalidated by writes.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use serde::Deserialize;
+
+use super::check_id;
+use crate::auth::{CurrentUser, require_self_or};
+use crate::db::User;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// A user (any authenticated user may read profiles).
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<User>, AppError> {
+    let Path(id) = path?;
+    let found = state.user(check_id(&id)?).await?;
+    found.map(Json).ok_or(AppError::NotFound("user"))
+}
+
+/// The fields `PATCH` may change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserPatch {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// Changes a user's name or e-mail (themselves, or an admin), then forgets the cached copy.
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<UserPatch>, JsonRejection>,
+) -> Result<Json<User>, AppError> {
+    let Path(id) = path?;
+    let id = check_id(&id)?;
+    let Json(patch) = body?;
+    require_self_or(&state, &user, id, "users", "manage").await?;
+    if let Some(name) = &patch.name
+        && (name.trim().is_empty() || name.chars().count() > 100)
+    {
+        return Err(AppError::BadRequest(
+            "a name has 1 to 100 characters".into(),
+        ));
+    }
+    if let Some(email) = &patch.email
+        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
+    {
+        return Err(AppError::BadRequest("not an e-mail address".into()));
+    }
+    if !state
+        .db()
+        .update_user(id, patch.name.as_deref(), patch.email.as_deref())
+        .await?
+    {
+        return Err(AppError::NotFound("user"));
+    }
+    state.invalidate_user(id).await;
+    let updated = state.db().user(id).await?;
+    updated.map(Json).ok_or(AppError::NotFound("user"))
+}

@@ -1,0 +1,118 @@
+//! `dashcache serve`: the configuration of the running service, and the server itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashcache::health::{CacheStatus, probe};
+use dashcache::ratelimit::{RateLimiter, TrustedProxies};
+use dashcache::{Cache, CacheSettings};
+
+use crate::db::Db;
+use crate::state::{AppState, keys_for};
+
+/// A start-up failure, said plainly.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `serve` needs besides the cache settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The database (`sqlite://file?mode=rwc` or `postgres://…`).
+    pub database_url: String,
+    /// Proxies whose forwarded addresses are believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Builds the state: the database (migrated, seeded), the cache — Redis when the settings name
+/// one, else the embedded cache — and the rate limits on the same backend.
+///
+/// A Redis that cannot be reached at start is logged loudly; the service starts anyway and
+/// serves from the database (`/health` says `degraded`) until it can.
+///
+/// # Errors
+/// When the database cannot be reached or migrated, or the settings are unusable.
+pub async fn build_state(
+    options: &ServeOptions,
+    settings: CacheSettings,
+) -> Result<AppState, StartError> {
+    let db = Db::connect(&options.database_url).await?;
+    let keys = keys_for(&settings)?;
+    let (cache, backend, limiter): (Arc<dyn Cache>, &'static str, RateLimiter) =
+        match settings.redis_cache_builder() {
+            Some(builder) => {
+                let redis = builder.build()?;
+                (
+                    Arc::new(redis.clone()),
+                    "redis",
+                    RateLimiter::redis(redis, keys),
+                )
+            }
+            None => {
+                let memory = settings.memory_cache_builder().build();
+                (Arc::new(memory), "memory", RateLimiter::memory(keys))
+            }
+        };
+    let report = probe(cache.as_ref(), std::time::Duration::from_millis(50)).await;
+    match report.status {
+        CacheStatus::Down => tracing::error!(
+            backend,
+            error = report.detail.as_deref().unwrap_or_default(),
+            "THE CACHE IS UNREACHABLE: serving from the database only (degraded) until it answers"
+        ),
+        _ => tracing::info!(
+            backend,
+            latency_ms = report.latency.map(|d| d.as_secs_f64() * 1e3),
+            "cache ready"
+        ),
+    }
+    let rate_limits = crate::rate_limits(limiter, options.trusted_proxies.clone())?;
+    Ok(AppState::new(db, cache, backend, rate_limits, settings)?)
+}
+
+/// Serves the app on `options.listen` until SIGINT or SIGTERM, then finishes the requests in
+/// flight.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn run(options: ServeOptions, state: AppState) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, backend = state.backend(), "dashcache serving");
+    let app = crate::app(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
