@@ -1,0 +1,181 @@
+//! A test app: the real router over a fresh SQLite file (or a PostgreSQL schema) and a cache,
+//! driven with `oneshot`.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use dashcache::CacheSettings;
+use dashcache::ratelimit::TrustedProxies;
+use dashcache_server::AppState;
+use dashcache_server::serve::{ServeOptions, build_state};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub app: Router,
+    pub state: AppState,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+/// An app over a fresh SQLite file and, with `redis_url`, that Redis.
+pub async fn sqlite_app(redis_url: Option<String>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+    let mut app = app_on(&url, redis_url).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// An app over the database at `database_url`.
+pub async fn app_on(database_url: &str, redis_url: Option<String>) -> TestApp {
+    let mut env: Vec<(String, String)> = vec![
+        // Generous deadlines: a loaded 2-core CI machine; only fault tests need the defaults.
+        ("CACHE_TIMEOUT_MS".into(), "2000".into()),
+        ("CACHE_CONNECT_TIMEOUT_MS".into(), "2000".into()),
+    ];
+    if let Some(url) = redis_url {
+        env.push(("REDIS_URL".into(), url));
+    }
+    app_with_settings(
+        database_url,
+        CacheSettings::from_sources(env, None).unwrap(),
+    )
+    .await
+}
+
+pub async fn app_with_settings(database_url: &str, settings: CacheSettings) -> TestApp {
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_owned(),
+        trusted_proxies: TrustedProxies::none(),
+    };
+    let state = build_state(&options, settings).await.unwrap();
+    TestApp {
+        app: dashcache_server::app(state.clone()),
+        state,
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Sends a request from `peer` with an optional session and JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.raw(builder.body(body).unwrap()).await
+    }
+
+    /// Sends a prepared request (a peer address is added when missing).
+    pub async fn raw(&self, mut request: Request<Body>) -> Reply {
+        if request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_none()
+        {
+            let peer: SocketAddr = "203.0.113.10:40000".parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    /// Logs `user` in with their demo password; the session id.
+    pub async fn login(&self, user: &str) -> String {
+        let password = format!(
+            "{}-password",
+            match user {
+                "u1" => "alice",
+                "u2" => "bob",
+                "u3" => "carol",
+                other => other,
+            }
+        );
+        // Each login from an address of its own: the login limit (5 a minute per address) is
+        // tested on purpose elsewhere.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let peer: SocketAddr = format!(
+            "10.{}.{}.{}:40000",
+            (n >> 16) & 255,
+            (n >> 8) & 255,
+            n & 255
+        )
+        .parse()
+        .unwrap();
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/sessions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "user_id": user, "password": password }).to_string(),
+            ))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let reply = self.raw(request).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["session_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.state.db().queries()
+    }
+}
+
+/// Asserts a problem body with `status`.
+pub fn assert_problem(reply: &Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(
+        reply
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["status"], status.as_u16(), "{}", reply.body);
+}
