@@ -524,6 +524,15 @@ on_both_caches!(
     bad_input_gets_problem_bodies,
 );
 
+/// A request and the status it must get.
+type Check<'a> = (
+    Method,
+    String,
+    Option<&'a str>,
+    Option<serde_json::Value>,
+    StatusCode,
+);
+
 /// Redis dies in the middle: every route still answers from the database, never a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_killed_mid_test_never_causes_a_5xx() {
@@ -538,13 +547,7 @@ async fn a_redis_killed_mid_test_never_causes_a_5xx() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body["status"], "degraded", "{}", health.body);
 
-    let checks: Vec<(
-        Method,
-        String,
-        Option<&str>,
-        Option<serde_json::Value>,
-        StatusCode,
-    )> = vec![
+    let checks: Vec<Check<'_>> = vec![
         (
             Method::GET,
             "/api/v1/users/u2".into(),
