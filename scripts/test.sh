@@ -7,17 +7,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-redis_bin="${REDIS_SERVER_BIN:-redis-server}"
-if ! command -v "$redis_bin" >/dev/null 2>&1; then
+# Installs Debian packages when running as root; otherwise says what is missing and stops.
+missing=()
+install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing redis-server with apt-get" >&2
+    echo "scripts/test.sh: installing $* with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   else
-    echo "scripts/test.sh: redis-server is missing; install it (sudo apt-get install redis-server) or set REDIS_SERVER_BIN, then run scripts/test.sh again" >&2
+    echo "scripts/test.sh: missing $*; install it (sudo apt-get install $*), then run scripts/test.sh again" >&2
     exit 1
   fi
+}
+
+redis_bin="${REDIS_SERVER_BIN:-redis-server}"
+command -v "$redis_bin" >/dev/null 2>&1 || missing+=(redis-server)
+# PostgreSQL tests use DATABASE_URL when it names a postgres:// server; otherwise the testkit
+# makes a throwaway cluster with initdb (Debian keeps it under /usr/lib/postgresql/*/bin).
+if [[ "${DATABASE_URL:-}" != postgres* ]] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+  && ! command -v initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  install "${missing[@]}"
 fi
 
 echo "scripts/test.sh: $("$redis_bin" --version)" >&2

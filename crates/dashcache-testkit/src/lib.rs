@@ -12,8 +12,10 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod conformance;
+mod postgres;
 mod server;
 
+pub use postgres::{PgSchema, PostgresServer};
 pub use server::{RedisServer, redis_server_binary};
 
 /// The library under test, re-exported for [`on_every_backend!`].
