@@ -6,17 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Op, ROUND, ROUNDS, measure, median};
 use dashcache::aside::{CacheAside, LoaderTimeout};
 use dashcache::metrics::CacheMetrics;
 use dashcache::{Cache, CacheExt, Instrumented, Keys, MemoryCache, RedisCache, Ttl};
 use dashcache_testkit::RedisServer;
+use dashcache_testkit::load::{Op, Plan, median};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct User {
@@ -54,8 +51,10 @@ async fn run() {
         .await
         .unwrap();
     println!(
-        "Layer overhead ({} cores, {ROUNDS} interleaved rounds of {ROUND:?})",
-        std::thread::available_parallelism().map_or(0, usize::from)
+        "Layer overhead ({} cores, {} interleaved rounds of {:?})",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        Plan::default().rounds,
+        Plan::default().round
     );
     println!("| backend | layer | concurrency | bare ops/s | with the layer ops/s | overhead |");
     println!("|---|---|---|---|---|---|");
@@ -67,21 +66,27 @@ async fn run() {
     ] {
         let (aside_sides, instrumented_sides) = sides(cache).await;
         for &concurrency in concurrencies {
-            let rates = measure(&aside_sides, concurrency).await;
+            let per_round = rates(&aside_sides, concurrency).await;
             row(
                 backend,
                 "get_or_load hit vs get_json",
                 concurrency,
-                &rates,
+                &per_round,
                 1,
             );
-            let rates = measure(&instrumented_sides, concurrency).await;
-            row(backend, "Instrumented get vs get", concurrency, &rates, 1);
+            let per_round = rates(&instrumented_sides, concurrency).await;
+            row(
+                backend,
+                "Instrumented get vs get",
+                concurrency,
+                &per_round,
+                1,
+            );
             row(
                 backend,
                 "Instrumented (latency 1 in 16) get vs get",
                 concurrency,
-                &rates,
+                &per_round,
                 2,
             );
         }
@@ -182,4 +187,17 @@ async fn sides(cache: Arc<dyn Cache>) -> ([Op; 2], [Op; 3]) {
         })
     });
     ([plain, hit], [bare, wrapped, wrapped_sampled])
+}
+
+/// Each round's operations per second of every side.
+async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
+    let plan = Plan {
+        concurrency,
+        ..Plan::default()
+    };
+    dashcache_testkit::load::measure(sides, plan, &mut || {})
+        .await
+        .iter()
+        .map(|round| round.map(|turn| turn.rate))
+        .collect()
 }

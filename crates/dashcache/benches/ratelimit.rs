@@ -6,16 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Op, ROUND, ROUNDS, measure, median};
 use dashcache::Keys;
 use dashcache::ratelimit::{RateLimiter, RedisBuckets, Rule};
+use dashcache_testkit::load::{Op, Plan, median};
 use dashcache_testkit::{RedisServer, redis_cache};
 use governor::{Quota, RateLimiter as Governor};
 
@@ -46,8 +43,10 @@ async fn run() {
     let rule = Rule::new("api", 1_000_000_000, 1_000_000_000, Duration::from_secs(1)).unwrap();
     let ids = ids();
     println!(
-        "Rate-limit decisions ({} cores, {ROUNDS} interleaved rounds of {ROUND:?})",
-        std::thread::available_parallelism().map_or(0, usize::from)
+        "Rate-limit decisions ({} cores, {} interleaved rounds of {:?})",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        Plan::default().rounds,
+        Plan::default().round
     );
     println!(
         "| store | keys | concurrency | dashcache decisions/s | baseline | baseline decisions/s | ratio |"
@@ -101,7 +100,7 @@ async fn run() {
             n_keys,
             concurrency,
             "raw EVALSHA",
-            &measure(&[ours, baseline], concurrency).await,
+            &rates(&[ours, baseline], concurrency).await,
         );
     }
 
@@ -134,7 +133,7 @@ async fn run() {
             n_keys,
             1,
             "governor keyed",
-            &measure(&[ours, baseline], 1).await,
+            &rates(&[ours, baseline], 1).await,
         );
     }
 }
@@ -146,4 +145,17 @@ fn row(store: &str, keys: usize, concurrency: usize, baseline: &str, rates: &[[f
         median(rates.iter().map(|r| r[1]).collect()),
         median(rates.iter().map(|r| r[0] / r[1]).collect()),
     );
+}
+
+/// Each round's operations per second of every side.
+async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
+    let plan = Plan {
+        concurrency,
+        ..Plan::default()
+    };
+    dashcache_testkit::load::measure(sides, plan, &mut || {})
+        .await
+        .iter()
+        .map(|round| round.map(|turn| turn.rate))
+        .collect()
 }

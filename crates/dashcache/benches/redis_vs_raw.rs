@@ -17,14 +17,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashcache::{Cache, RedisCache, Ttl};
 use dashcache_testkit::RedisServer;
+use dashcache_testkit::load::{Op, OpFuture, Plan, median};
 use redis::aio::MultiplexedConnection;
 
 const TTL_SECS: u64 = 300;
 const DEADLINE: Duration = Duration::from_secs(2);
-
-#[path = "common/mod.rs"]
-mod common;
-use common::{Op, OpFuture, ROUND, ROUNDS, measure, median};
 
 /// Inputs built once and shared by every side: every key has its own value, as in a real
 /// service.
@@ -83,8 +80,10 @@ async fn run() {
         .unwrap();
 
     println!(
-        "RedisCache vs raw redis ({} cores, {ROUNDS} interleaved rounds of {ROUND:?})",
-        std::thread::available_parallelism().map_or(0, usize::from)
+        "RedisCache vs raw redis ({} cores, {} interleaved rounds of {:?})",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        Plan::default().rounds,
+        Plan::default().round
     );
     println!(
         "| operation | concurrency | dashcache ops/s | raw ops/s | ratio | raw+deadline ops/s | ratio to raw+deadline |"
@@ -92,7 +91,7 @@ async fn run() {
     println!("|---|---|---|---|---|---|---|");
     for (name, sides) in workloads(&cache, &raw, &d) {
         for concurrency in [1, 64] {
-            let rates = measure(&sides, concurrency).await;
+            let rates = rates(&sides, concurrency).await;
             let ours: Vec<f64> = rates.iter().map(|r| r[0]).collect();
             let ratio_raw: Vec<f64> = rates.iter().map(|r| r[0] / r[1]).collect();
             let ratio_deadline: Vec<f64> = rates.iter().map(|r| r[0] / r[2]).collect();
@@ -231,4 +230,17 @@ fn raw_set_many(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFut
         }
         let () = pipe.query_async(&mut raw).await.unwrap();
     })
+}
+
+/// Each round's operations per second of every side.
+async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
+    let plan = Plan {
+        concurrency,
+        ..Plan::default()
+    };
+    dashcache_testkit::load::measure(sides, plan, &mut || {})
+        .await
+        .iter()
+        .map(|round| round.map(|turn| turn.rate))
+        .collect()
 }

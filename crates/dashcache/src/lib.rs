@@ -93,7 +93,7 @@ pub use instrument::Instrumented;
 pub use key::{Keys, KeysBuilder};
 pub use memory::{MemoryCache, MemoryCacheBuilder};
 #[cfg(feature = "redis")]
-pub use redis::{BreakerConfig, RedisCache, RedisCacheBuilder};
+pub use redis::{BreakerConfig, RedisCache, RedisCacheBuilder, Sweep, SweepProgress};
 pub use settings::CacheSettings;
 
 /// The README's code blocks, compiled as doc tests so the front page cannot rot.

@@ -28,6 +28,28 @@ use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 use crate::error::{Error, ErrorKind, Result};
 use crate::settings::mask_url;
 
+/// What [`RedisCache::sweep`] does with the keys it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sweep {
+    /// Deletes them.
+    Delete,
+    /// Only counts them (a dry run).
+    Count,
+}
+
+/// How far a [`RedisCache::sweep`] has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepProgress {
+    /// `SCAN` steps so far.
+    pub batches: u64,
+    /// Keys matched so far (a key `SCAN` returns twice is counted twice).
+    pub matched: u64,
+    /// Keys deleted so far.
+    pub deleted: u64,
+}
+
 /// The Redis backend. `Clone` is a cheap handle: clones share the connection and the breaker.
 ///
 /// ```no_run
@@ -213,6 +235,71 @@ impl RedisCache {
     /// The URL this cache talks to, password masked.
     pub fn url(&self) -> &str {
         &self.inner.display_url
+    }
+
+    /// Walks the keys matching `pattern` with `SCAN` (never `KEYS`), deleting them with
+    /// `UNLINK` in batches (or only counting them, with [`Sweep::Count`]), and reports after
+    /// each batch; the number matched (counting) or actually deleted. Each step has the
+    /// operation deadline; the sweep as a whole has none.
+    ///
+    /// This is [`Cache::delete_pattern`] with progress, for tools such as
+    /// `dashcache keys delete-pattern`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an empty pattern; transport errors (keys deleted before the error
+    /// stay deleted).
+    pub async fn sweep(
+        &self,
+        pattern: &str,
+        mode: Sweep,
+        progress: &mut (dyn FnMut(SweepProgress) + Send),
+    ) -> Result<u64> {
+        self.inner.limits.check_pattern(pattern)?;
+        let mut cursor: u64 = 0;
+        let mut report = SweepProgress::default();
+        loop {
+            let mut conn = self.conn();
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .run(
+                    None,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(self.inner.scan_count)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            report.batches += 1;
+            report.matched += keys.len() as u64;
+            if mode == Sweep::Delete && !keys.is_empty() {
+                // UNLINK's count is what was actually deleted: a key SCAN returns twice, or one
+                // that expired meanwhile, is not counted.
+                let n: u64 = self
+                    .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
+                    .await?;
+                report.deleted += n;
+            }
+            progress(report);
+            if next == 0 {
+                return Ok(match mode {
+                    Sweep::Delete => report.deleted,
+                    Sweep::Count => report.matched,
+                });
+            }
+            cursor = next;
+        }
+    }
+
+    /// The number of keys in the server's database (`DBSIZE`).
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn key_count(&self) -> Result<u64> {
+        let mut conn = self.conn();
+        self.run(None, redis::cmd("DBSIZE").query_async(&mut conn))
+            .await
     }
 
     /// Runs a script of another module (the rate limiter's) under this cache's deadline and
@@ -472,36 +559,7 @@ impl Cache for RedisCache {
     }
 
     async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
-        self.inner.limits.check_pattern(pattern)?;
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
-        loop {
-            let mut conn = self.conn();
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .run(
-                    None,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(self.inner.scan_count)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if !keys.is_empty() {
-                // UNLINK's count is what was actually deleted: a key SCAN returns twice, or one
-                // that expired meanwhile, is not counted.
-                let n: u64 = self
-                    .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
-                    .await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        self.sweep(pattern, Sweep::Delete, &mut |_| {}).await
     }
 
     async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
