@@ -147,8 +147,15 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres");
+        // Each connection to an in-memory SQLite database is a database of its own: one
+        // connection, or the schema would be on one and the queries on another.
+        let connections = match (postgres, url.contains(":memory:")) {
+            (true, _) => 16,
+            (false, true) => 1,
+            (false, false) => 8,
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 16 } else { 8 })
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await

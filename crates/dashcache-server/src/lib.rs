@@ -29,8 +29,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The service's rate limits: login 5 a minute per address; reads 100 a minute and writes 30 a
 /// minute per user (per address when anonymous); OAuth callbacks 20 a minute per address;
-/// everything else 300 a minute per address. Health and metrics are never limited. Every rule
-/// fails open — a cache outage must not take logins down — and counts it.
+/// everything else 300 a minute per address — each multiplied by `scale` (1 in production; the
+/// drill and load tests raise it). Health and metrics are never limited. Every rule fails open —
+/// a cache outage must not take logins down — and counts it.
 ///
 /// # Errors
 /// Never in practice: the rules are constants (a bad one is a programming error reported as
@@ -38,21 +39,19 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn rate_limits(
     limiter: RateLimiter,
     trusted: TrustedProxies,
+    scale: u64,
 ) -> dashcache::Result<RateLimitLayer> {
-    let reads = Rule::per_minute("reads", 100)?.with_scope(Scope::User);
-    let writes = Rule::per_minute("writes", 30)?.with_scope(Scope::User);
+    let per_minute = |name: &str, n: u64| Rule::per_minute(name, n.saturating_mul(scale.max(1)));
+    let reads = per_minute("reads", 100)?.with_scope(Scope::User);
+    let writes = per_minute("writes", 30)?.with_scope(Scope::User);
     let mut layer = RateLimitLayer::new(limiter)
-        .route(
-            Method::POST,
-            "/api/v1/sessions",
-            Rule::per_minute("login", 5)?,
-        )
+        .route(Method::POST, "/api/v1/sessions", per_minute("login", 5)?)
         .route(
             Method::GET,
             "/api/v1/providers/callback",
-            Rule::per_minute("callback", 20)?,
+            per_minute("callback", 20)?,
         )
-        .default_rule(Rule::per_minute("default", 300)?)
+        .default_rule(per_minute("default", 300)?)
         .skip("/health")
         .skip("/metrics")
         .trusted_proxies(trusted);

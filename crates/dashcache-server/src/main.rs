@@ -3,11 +3,16 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dashcache::CacheSettings;
 use dashcache::ratelimit::TrustedProxies;
-use dashcache_server::serve::{ServeOptions, build_state, run};
+use dashcache_server::cli::bench::{BenchOp, BenchOptions};
+use dashcache_server::cli::drill::DrillOptions;
+use dashcache_server::cli::http_load::LoadOptions;
+use dashcache_server::cli::{self, CliError};
+use dashcache_server::serve::{CacheChoice, ServeOptions, build_state, run};
 use tracing_subscriber::EnvFilter;
 
 /// The cache layer for Rust web services: the reference service and its tools.
@@ -22,6 +27,25 @@ struct Cli {
 enum Command {
     /// Run the reference service (SQLite file and embedded cache unless told otherwise).
     Serve(ServeArgs),
+    /// Measure dashcache against the raw client on a cache, side by side.
+    Bench(BenchArgs),
+    /// Inspect or delete keys on the configured Redis.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// Redis (overrides REDIS_URL).
+        #[arg(long, env = "REDIS_URL", global = true)]
+        redis_url: Option<String>,
+    },
+    /// Check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// HTTP load against a running service (the drill runs it as its second process).
+    Load(LoadArgs),
+    /// Kill, restart, freeze and resume Redis under load; report each phase.
+    Drill(DrillArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,14 +66,113 @@ struct ServeArgs {
     /// A proxy (address or CIDR) whose X-Forwarded-For / Forwarded is believed; repeatable.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
+    /// Multiply every rate limit (for load tests).
+    #[arg(long, default_value_t = 1, hide = true)]
+    rate_limit_scale: u64,
+    /// `none` runs with no cache at all (every read from the database): a kill switch, and the
+    /// baseline of what the cache is worth.
+    #[arg(long, value_enum, default_value = "auto")]
+    cache: CacheChoice,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// `redis://…`; the embedded cache (against raw moka) when absent.
+    #[arg(long, env = "REDIS_URL")]
+    url: Option<String>,
+    /// Operations to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "get,set,get-many"
+    )]
+    ops: Vec<BenchOp>,
+    /// Concurrent tasks.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds per operation (both sides together).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Delete the keys matching a Redis glob, non-blocking (SCAN + UNLINK).
+    DeletePattern {
+        /// The glob, e.g. `dashcache:user:*`.
+        pattern: String,
+        /// Count the matching keys without deleting them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Keys per namespace.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings and print the effective configuration (secrets masked).
+    Check {
+        /// The database to check with `--ping`.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://dashcache.db?mode=rwc"
+        )]
+        database_url: String,
+        /// Also check that the cache and the database answer.
+        #[arg(long)]
+        ping: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The service, `http://host:port`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A path to GET (repeatable; used in turn).
+    #[arg(long = "path", required = true)]
+    paths: Vec<String>,
+    /// A session id, sent as a bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long, in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Print a JSON line every this many milliseconds.
+    #[arg(long)]
+    report_every_ms: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DrillArgs {
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    phase_secs: u64,
+    /// Concurrent connections of the load.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(default_filter(&cli.command))),
         )
+        .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -58,13 +181,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
+    match runtime.block_on(execute(cli.command)) {
+        Ok(Some(output)) => {
+            println!("{output}");
+            ExitCode::SUCCESS
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dashcache: {e}");
             ExitCode::FAILURE
@@ -72,7 +194,86 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// The service logs at `info`; the tools only warn, so their output stays readable.
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    }
+}
+
+async fn execute(command: Command) -> Result<Option<String>, CliError> {
+    Ok(match command {
+        Command::Serve(args) => {
+            serve(args).await?;
+            None
+        }
+        Command::Bench(args) => Some(
+            cli::bench::run(&BenchOptions {
+                url: args.url,
+                ops: args.ops,
+                concurrency: args.concurrency,
+                duration: Duration::from_secs(args.duration_secs),
+                keys: args.keys,
+                value_size: args.value_size,
+            })
+            .await?,
+        ),
+        Command::Keys { command, redis_url } => {
+            let mut settings = CacheSettings::from_env()?;
+            if redis_url.is_some() {
+                settings.redis_url = redis_url;
+            }
+            Some(match command {
+                KeysCommand::DeletePattern { pattern, dry_run } => {
+                    cli::keys::delete_pattern(&settings, &pattern, dry_run).await?
+                }
+                KeysCommand::Stats => cli::keys::stats(&settings).await?,
+            })
+        }
+        Command::Config {
+            command: ConfigCommand::Check { database_url, ping },
+        } => Some(cli::config::check(&database_url, ping).await?),
+        Command::Load(args) => {
+            let total = cli::http_load::run(&LoadOptions {
+                base: args.url,
+                paths: args.paths,
+                token: args.token,
+                concurrency: args.concurrency,
+                duration: Duration::from_secs(args.duration_secs),
+                report_every: args.report_every_ms.map(Duration::from_millis),
+            })
+            .await?;
+            let seconds = total.t.max(f64::EPSILON);
+            let summary = format!(
+                "{} requests in {seconds:.1} s ({:.0}/s): {} ok, {} limited (429), {} failed; p50 {:.2} ms, p99 {:.2} ms",
+                total.requests,
+                total.requests as f64 / seconds,
+                total.ok,
+                total.limited,
+                total.failed,
+                total.p50_ms,
+                total.p99_ms
+            );
+            // With periodic reports, stdout is for the JSON lines.
+            if args.report_every_ms.is_some() {
+                eprintln!("{summary}");
+                None
+            } else {
+                Some(summary)
+            }
+        }
+        Command::Drill(args) => Some(
+            cli::drill::run(DrillOptions {
+                phase: Duration::from_secs(args.phase_secs.max(1)),
+                concurrency: args.concurrency.max(1),
+            })
+            .await?,
+        ),
+    })
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let mut settings = CacheSettings::from_env()?;
     if args.redis_url.is_some() {
         settings.redis_url = args.redis_url;
@@ -81,6 +282,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         listen: args.listen,
         database_url: args.database_url,
         trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?,
+        rate_limit_scale: args.rate_limit_scale,
+        cache: args.cache,
     };
     let state = build_state(&options, settings).await?;
     run(options, state).await

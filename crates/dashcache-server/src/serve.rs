@@ -22,6 +22,10 @@ pub struct ServeOptions {
     pub database_url: String,
     /// Proxies whose forwarded addresses are believed.
     pub trusted_proxies: TrustedProxies,
+    /// Multiplies every rate limit (1 in production; load tests raise it).
+    pub rate_limit_scale: u64,
+    /// `None` runs without a cache.
+    pub cache: CacheChoice,
 }
 
 /// Builds the state: the database (migrated, seeded), the cache — Redis when the settings name
@@ -40,6 +44,9 @@ pub async fn build_state(
     let keys = keys_for(&settings)?;
     let (cache, backend, limiter): (Arc<dyn Cache>, &'static str, RateLimiter) =
         match settings.redis_cache_builder() {
+            _ if options.cache == CacheChoice::None => {
+                (Arc::new(DisabledCache), "none", RateLimiter::memory(keys))
+            }
             Some(builder) => {
                 let redis = builder.build()?;
                 (
@@ -66,7 +73,11 @@ pub async fn build_state(
             "cache ready"
         ),
     }
-    let rate_limits = crate::rate_limits(limiter, options.trusted_proxies.clone())?;
+    let rate_limits = crate::rate_limits(
+        limiter,
+        options.trusted_proxies.clone(),
+        options.rate_limit_scale,
+    )?;
     Ok(AppState::new(db, cache, backend, rate_limits, settings)?)
 }
 
@@ -77,13 +88,26 @@ pub async fn build_state(
 /// When the address cannot be bound.
 pub async fn run(options: ServeOptions, state: AppState) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    serve_on(listener, state, shutdown_signal()).await
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     tracing::info!(address = %listener.local_addr()?, backend = state.backend(), "dashcache serving");
     let app = crate::app(state);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown)
     .await?;
     tracing::info!("stopped");
     Ok(())
@@ -115,4 +139,108 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The cache of `serve --cache none`: every operation fails at once as unavailable, so the
+/// service runs on its fail-open paths alone — every read from the database. For measuring
+/// what the cache is worth, and as a kill switch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisabledCache;
+
+fn disabled<T>() -> dashcache::Result<T> {
+    Err(dashcache::Error::new(
+        dashcache::ErrorKind::Unavailable,
+        "the cache is disabled (--cache none)",
+    ))
+}
+
+#[async_trait::async_trait]
+impl Cache for DisabledCache {
+    async fn get(&self, _: &str) -> dashcache::Result<Option<bytes::Bytes>> {
+        disabled()
+    }
+    async fn set(&self, _: &str, _: bytes::Bytes, _: dashcache::Ttl) -> dashcache::Result<()> {
+        disabled()
+    }
+    async fn set_if_absent(
+        &self,
+        _: &str,
+        _: bytes::Bytes,
+        _: dashcache::Ttl,
+    ) -> dashcache::Result<bool> {
+        disabled()
+    }
+    async fn take(&self, _: &str) -> dashcache::Result<Option<bytes::Bytes>> {
+        disabled()
+    }
+    async fn delete(&self, _: &str) -> dashcache::Result<bool> {
+        disabled()
+    }
+    async fn delete_many(&self, _: &[&str]) -> dashcache::Result<u64> {
+        disabled()
+    }
+    async fn exists(&self, _: &str) -> dashcache::Result<bool> {
+        disabled()
+    }
+    async fn get_many(&self, _: &[&str]) -> dashcache::Result<Vec<Option<bytes::Bytes>>> {
+        disabled()
+    }
+    async fn set_many(
+        &self,
+        _: &[(&str, bytes::Bytes)],
+        _: dashcache::Ttl,
+    ) -> dashcache::Result<()> {
+        disabled()
+    }
+    async fn increment(
+        &self,
+        _: &str,
+        _: i64,
+        _: Option<dashcache::Ttl>,
+    ) -> dashcache::Result<i64> {
+        disabled()
+    }
+    async fn expire(&self, _: &str, _: dashcache::Ttl) -> dashcache::Result<bool> {
+        disabled()
+    }
+    async fn ttl(&self, _: &str) -> dashcache::Result<dashcache::KeyTtl> {
+        disabled()
+    }
+    async fn delete_pattern(&self, _: &str) -> dashcache::Result<u64> {
+        disabled()
+    }
+    async fn set_add(
+        &self,
+        _: &str,
+        _: &[bytes::Bytes],
+        _: dashcache::Ttl,
+    ) -> dashcache::Result<u64> {
+        disabled()
+    }
+    async fn set_remove(&self, _: &str, _: &[bytes::Bytes]) -> dashcache::Result<u64> {
+        disabled()
+    }
+    async fn set_members(&self, _: &str) -> dashcache::Result<Vec<bytes::Bytes>> {
+        disabled()
+    }
+    async fn write_if(
+        &self,
+        _: &[dashcache::Condition<'_>],
+        _: &[dashcache::Write<'_>],
+    ) -> dashcache::Result<bool> {
+        disabled()
+    }
+    async fn ping(&self) -> dashcache::Result<std::time::Duration> {
+        disabled()
+    }
+}
+
+/// Which cache `serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CacheChoice {
+    /// Redis when `REDIS_URL` is set, else the embedded cache.
+    #[default]
+    Auto,
+    /// No cache at all (see [`DisabledCache`]).
+    None,
 }

@@ -663,3 +663,62 @@ async fn a_redis_killed_mid_test_never_causes_a_5xx() {
     );
     assert!(stats.body["rate_limits"]["fail_open"].as_u64().unwrap() > 0);
 }
+
+/// `serve --cache none`: every read from the database, still correct, and `/health` honest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cache_the_service_runs_on_the_database_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("none.db").display());
+    let options = dashcache_server::serve::ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: url,
+        trusted_proxies: dashcache::ratelimit::TrustedProxies::none(),
+        rate_limit_scale: 1,
+        cache: dashcache_server::serve::CacheChoice::None,
+    };
+    let settings =
+        dashcache::CacheSettings::from_sources(Vec::<(String, String)>::new(), None).unwrap();
+    let state = dashcache_server::serve::build_state(&options, settings)
+        .await
+        .unwrap();
+    let app = common::TestApp::from_state(state);
+    let health = app.get("/health", None).await;
+    assert_eq!(health.body["status"], "degraded");
+    let bob = app.login("u2").await;
+    let before = app.queries();
+    assert_eq!(
+        app.get("/api/v1/users/u2", Some(&bob)).await.status,
+        StatusCode::OK
+    );
+    assert!(app.queries() > before, "read from the database");
+    let connect = app
+        .send(
+            Method::POST,
+            "/api/v1/providers/plaid/connect",
+            Some(&bob),
+            None,
+        )
+        .await;
+    let callback = format!(
+        "/api/v1/providers/callback?state={}&code=c",
+        connect.body["state"].as_str().unwrap()
+    );
+    assert_eq!(app.get(&callback, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get(&callback, None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let revoke = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{bob}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/api/v1/accounts", Some(&bob)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -60,6 +60,8 @@ pub async fn app_with_settings(database_url: &str, settings: CacheSettings) -> T
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
         trusted_proxies: TrustedProxies::none(),
+        rate_limit_scale: 1,
+        cache: dashcache_server::serve::CacheChoice::Auto,
     };
     let state = build_state(&options, settings).await.unwrap();
     TestApp {
@@ -70,6 +72,15 @@ pub async fn app_with_settings(database_url: &str, settings: CacheSettings) -> T
 }
 
 impl TestApp {
+    /// An app over an already built state.
+    pub fn from_state(state: AppState) -> Self {
+        Self {
+            app: dashcache_server::app(state.clone()),
+            state,
+            _dir: None,
+        }
+    }
+
     /// Sends a request from `peer` with an optional session and JSON body.
     pub async fn send(
         &self,

@@ -1,0 +1,238 @@
+//! `dashcache bench`: dashcache and the raw client side by side, in one run, on the same server
+//! (or in memory against raw moka): operations per second, p50 / p99, and the ratio.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashcache::{Cache, MemoryCache, RedisCache, Ttl};
+use dashcache_testkit::load::{Op, Plan, Turn, latency, measure, rate, ratio};
+use indicatif::ProgressBar;
+
+use super::{CliError, style};
+
+/// An operation to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOp {
+    /// One GET.
+    Get,
+    /// One SET with a TTL.
+    Set,
+    /// MGET of 100 keys.
+    GetMany,
+    /// INCRBY.
+    Incr,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `redis://…`, or `None` for the embedded cache (against raw moka).
+    pub url: Option<String>,
+    /// The operations.
+    pub ops: Vec<BenchOp>,
+    /// Concurrent tasks.
+    pub concurrency: usize,
+    /// Total time per operation (both sides together).
+    pub duration: Duration,
+    /// Distinct keys.
+    pub keys: usize,
+    /// Value size in bytes.
+    pub value_size: usize,
+}
+
+const TTL_SECS: u64 = 600;
+
+struct Data {
+    keys: Vec<String>,
+    value: Bytes,
+}
+
+/// Runs the comparison; the table.
+///
+/// # Errors
+/// When Redis cannot be reached.
+pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
+    let data = Arc::new(Data {
+        keys: (0..options.keys.max(100))
+            .map(|i| format!("bench:{i}"))
+            .collect(),
+        value: Bytes::from(vec![b'x'; options.value_size]),
+    });
+    let round = Duration::from_millis(200);
+    let rounds = usize::try_from(options.duration.as_millis() / (2 * round.as_millis()))
+        .unwrap_or(usize::MAX)
+        .max(2);
+    let plan = Plan {
+        rounds,
+        round,
+        concurrency: options.concurrency.max(1),
+    };
+    let bar = ProgressBar::new((options.ops.len() * rounds * 2) as u64)
+        .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
+    let (backend, pairs) = match &options.url {
+        Some(url) => ("redis", redis_sides(url, &data, &options.ops).await?),
+        None => ("memory", memory_sides(&data, &options.ops).await?),
+    };
+    let baseline = if backend == "redis" {
+        "raw redis"
+    } else {
+        "raw moka"
+    };
+    let mut out = vec![
+        format!(
+            "dashcache bench: {backend}, concurrency {}, {} rounds of {round:?} per side, {} keys, {} B values",
+            plan.concurrency,
+            plan.rounds,
+            data.keys.len(),
+            options.value_size
+        ),
+        "| operation | side | ops/s | p50 | p99 | ratio |".into(),
+        "|---|---|---|---|---|---|".into(),
+    ];
+    for (op, sides) in pairs {
+        bar.set_message(format!("{op:?}"));
+        let rounds: Vec<[Turn; 2]> = measure(&sides, plan, &mut || bar.inc(1)).await;
+        for (i, side) in ["dashcache", baseline].iter().enumerate() {
+            let (p50, p99) = latency(&rounds, i);
+            let r = if i == 0 {
+                format!("{:.2}", ratio(&rounds, 0, 1))
+            } else {
+                "1.00".into()
+            };
+            out.push(format!(
+                "| {op:?} | {side} | {:.0} | {:.3} ms | {:.3} ms | {r} |",
+                rate(&rounds, i),
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    Ok(out.join("\n"))
+}
+
+type Pairs = Vec<(BenchOp, [Op; 2])>;
+
+async fn redis_sides(url: &str, data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliError> {
+    let cache = RedisCache::builder(url)
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let raw = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    prefill(&cache, data).await?;
+    let mut pairs = Vec::new();
+    for &op in ops {
+        let ours = cache_op(Arc::new(cache.clone()), data, op);
+        let (raw, d) = (raw.clone(), Arc::clone(data));
+        let theirs: Op = Arc::new(move |i| {
+            let (mut raw, d) = (raw.clone(), Arc::clone(&d));
+            Box::pin(async move {
+                let key = &d.keys[i % d.keys.len()];
+                let mut cmd = redis::Cmd::new();
+                match op {
+                    BenchOp::Get => cmd.arg("GET").arg(key),
+                    BenchOp::Set => cmd
+                        .arg("SET")
+                        .arg(key)
+                        .arg(d.value.as_ref())
+                        .arg("PX")
+                        .arg(TTL_SECS * 1000),
+                    BenchOp::GetMany => cmd.arg("MGET").arg(&d.keys[batch(i, d.keys.len())]),
+                    BenchOp::Incr => cmd.arg("INCRBY").arg("bench:counter").arg(1),
+                };
+                let _: redis::Value = cmd.query_async(&mut raw).await.unwrap_or(redis::Value::Nil);
+            })
+        });
+        pairs.push((op, [ours, theirs]));
+    }
+    Ok(pairs)
+}
+
+async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliError> {
+    let cache = MemoryCache::builder().max_entries(1_000_000).build();
+    prefill(&cache, data).await?;
+    let raw: moka::sync::Cache<String, Bytes> = moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .time_to_live(Duration::from_secs(TTL_SECS))
+        .build();
+    for key in &data.keys {
+        raw.insert(key.clone(), data.value.clone());
+    }
+    let mut pairs = Vec::new();
+    for &op in ops {
+        let ours = cache_op(Arc::new(cache.clone()), data, op);
+        let (raw, d) = (raw.clone(), Arc::clone(data));
+        let theirs: Op = Arc::new(move |i| {
+            let (raw, d) = (raw.clone(), Arc::clone(&d));
+            Box::pin(async move {
+                let key = &d.keys[i % d.keys.len()];
+                match op {
+                    BenchOp::Get => {
+                        raw.get(key);
+                    }
+                    BenchOp::Set => raw.insert(key.clone(), d.value.clone()),
+                    BenchOp::GetMany => {
+                        for k in &d.keys[batch(i, d.keys.len())] {
+                            raw.get(k);
+                        }
+                    }
+                    BenchOp::Incr => {
+                        raw.entry_by_ref("bench:counter").and_upsert_with(|e| {
+                            let n: i64 = e
+                                .and_then(|e| {
+                                    std::str::from_utf8(&e.into_value()).ok()?.parse().ok()
+                                })
+                                .unwrap_or(0);
+                            Bytes::from((n + 1).to_string())
+                        });
+                    }
+                }
+            })
+        });
+        pairs.push((op, [ours, theirs]));
+    }
+    Ok(pairs)
+}
+
+/// The 100 keys of batch `i`.
+fn batch(i: usize, n: usize) -> std::ops::Range<usize> {
+    let start = (i * 100) % (n - 99);
+    start..start + 100
+}
+
+async fn prefill(cache: &dyn Cache, data: &Data) -> Result<(), CliError> {
+    for chunk in data.keys.chunks(500) {
+        let entries: Vec<(&str, Bytes)> = chunk
+            .iter()
+            .map(|k| (k.as_str(), data.value.clone()))
+            .collect();
+        cache.set_many(&entries, Ttl::secs(TTL_SECS)).await?;
+    }
+    Ok(())
+}
+
+fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
+    let d = Arc::clone(data);
+    Arc::new(move |i| {
+        let (cache, d) = (Arc::clone(&cache), Arc::clone(&d));
+        Box::pin(async move {
+            let key = &d.keys[i % d.keys.len()];
+            // Errors are part of what is measured, not a reason to stop.
+            let _ = match op {
+                BenchOp::Get => cache.get(key).await.map(drop),
+                BenchOp::Set => cache.set(key, d.value.clone(), Ttl::secs(TTL_SECS)).await,
+                BenchOp::GetMany => {
+                    let batch: Vec<&str> = d.keys[batch(i, d.keys.len())]
+                        .iter()
+                        .map(String::as_str)
+                        .collect();
+                    cache.get_many(&batch).await.map(drop)
+                }
+                BenchOp::Incr => cache.increment("bench:counter", 1, None).await.map(drop),
+            };
+        })
+    })
+}
