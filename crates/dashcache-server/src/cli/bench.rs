@@ -101,15 +101,24 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
                 "1.00".into()
             };
             out.push(format!(
-                "| {op:?} | {side} | {:.0} | {:.3} ms | {:.3} ms | {r} |",
+                "| {op:?} | {side} | {:.0} | {} | {} | {r} |",
                 rate(&rounds, i),
-                p50.as_secs_f64() * 1e3,
-                p99.as_secs_f64() * 1e3
+                show(p50),
+                show(p99)
             ));
         }
     }
     bar.finish_and_clear();
     Ok(out.join("\n"))
+}
+
+/// A latency in the unit that keeps its digits: µs below a millisecond.
+fn show(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
 }
 
 type Pairs = Vec<(BenchOp, [Op; 2])>;
@@ -220,8 +229,8 @@ fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
         let (cache, d) = (Arc::clone(&cache), Arc::clone(&d));
         Box::pin(async move {
             let key = &d.keys[i % d.keys.len()];
-            // Errors are part of what is measured, not a reason to stop.
-            let _ = match op {
+            // Errors are part of what is measured, not a reason to stop; they are reported.
+            let result = match op {
                 BenchOp::Get => cache.get(key).await.map(drop),
                 BenchOp::Set => cache.set(key, d.value.clone(), Ttl::secs(TTL_SECS)).await,
                 BenchOp::GetMany => {
@@ -233,6 +242,9 @@ fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
                 }
                 BenchOp::Incr => cache.increment("bench:counter", 1, None).await.map(drop),
             };
+            if let Err(e) = result {
+                eprintln!("bench: {e}");
+            }
         })
     })
 }
