@@ -73,6 +73,19 @@ pub async fn measure<const N: usize>(
     rounds
 }
 
+/// Each round's operations per second of every side, at `concurrency` with the default plan.
+pub async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
+    let plan = Plan {
+        concurrency,
+        ..Plan::default()
+    };
+    measure(sides, plan, &mut || {})
+        .await
+        .iter()
+        .map(|round| round.map(|turn| turn.rate))
+        .collect()
+}
+
 /// Runs `op` from `concurrency` tasks for `period`.
 pub async fn turn(op: &Op, concurrency: usize, period: Duration) -> Turn {
     let done = Arc::new(AtomicU64::new(0));

@@ -13,7 +13,7 @@ use dashcache::aside::{CacheAside, LoaderTimeout};
 use dashcache::metrics::CacheMetrics;
 use dashcache::{Cache, CacheExt, Instrumented, Keys, MemoryCache, RedisCache, Ttl};
 use dashcache_testkit::RedisServer;
-use dashcache_testkit::load::{Op, Plan, median};
+use dashcache_testkit::load::{Op, Plan, median, rates};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct User {
@@ -187,17 +187,4 @@ async fn sides(cache: Arc<dyn Cache>) -> ([Op; 2], [Op; 3]) {
         })
     });
     ([plain, hit], [bare, wrapped, wrapped_sampled])
-}
-
-/// Each round's operations per second of every side.
-async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
-    let plan = Plan {
-        concurrency,
-        ..Plan::default()
-    };
-    dashcache_testkit::load::measure(sides, plan, &mut || {})
-        .await
-        .iter()
-        .map(|round| round.map(|turn| turn.rate))
-        .collect()
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dashcache::Keys;
 use dashcache::ratelimit::{RateLimiter, RedisBuckets, Rule};
-use dashcache_testkit::load::{Op, Plan, median};
+use dashcache_testkit::load::{Op, Plan, median, rates};
 use dashcache_testkit::{RedisServer, redis_cache};
 use governor::{Quota, RateLimiter as Governor};
 
@@ -145,17 +145,4 @@ fn row(store: &str, keys: usize, concurrency: usize, baseline: &str, rates: &[[f
         median(rates.iter().map(|r| r[1]).collect()),
         median(rates.iter().map(|r| r[0] / r[1]).collect()),
     );
-}
-
-/// Each round's operations per second of every side.
-async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
-    let plan = Plan {
-        concurrency,
-        ..Plan::default()
-    };
-    dashcache_testkit::load::measure(sides, plan, &mut || {})
-        .await
-        .iter()
-        .map(|round| round.map(|turn| turn.rate))
-        .collect()
 }

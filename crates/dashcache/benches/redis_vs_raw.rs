@@ -231,16 +231,3 @@ fn raw_set_many(mut raw: MultiplexedConnection, d: Arc<Data>, i: usize) -> OpFut
         let () = pipe.query_async(&mut raw).await.unwrap();
     })
 }
-
-/// Each round's operations per second of every side.
-async fn rates<const N: usize>(sides: &[Op; N], concurrency: usize) -> Vec<[f64; N]> {
-    let plan = Plan {
-        concurrency,
-        ..Plan::default()
-    };
-    dashcache_testkit::load::measure(sides, plan, &mut || {})
-        .await
-        .iter()
-        .map(|round| round.map(|turn| turn.rate))
-        .collect()
-}
