@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashcache::{Cache, RedisCache, Ttl};
 use dashcache_testkit::RedisServer;
-use dashcache_testkit::load::{Op, OpFuture, Plan, median};
+use dashcache_testkit::load::{Op, OpFuture, Plan, median, rates};
 use redis::aio::MultiplexedConnection;
 
 const TTL_SECS: u64 = 300;
@@ -91,16 +91,16 @@ async fn run() {
     println!("|---|---|---|---|---|---|---|");
     for (name, sides) in workloads(&cache, &raw, &d) {
         for concurrency in [1, 64] {
-            let rates = rates(&sides, concurrency).await;
-            let ours: Vec<f64> = rates.iter().map(|r| r[0]).collect();
-            let ratio_raw: Vec<f64> = rates.iter().map(|r| r[0] / r[1]).collect();
-            let ratio_deadline: Vec<f64> = rates.iter().map(|r| r[0] / r[2]).collect();
+            let per_round = rates(&sides, concurrency).await;
+            let ours: Vec<f64> = per_round.iter().map(|r| r[0]).collect();
+            let ratio_raw: Vec<f64> = per_round.iter().map(|r| r[0] / r[1]).collect();
+            let ratio_deadline: Vec<f64> = per_round.iter().map(|r| r[0] / r[2]).collect();
             println!(
                 "| {name} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
                 median(ours),
-                median(rates.iter().map(|r| r[1]).collect()),
+                median(per_round.iter().map(|r| r[1]).collect()),
                 median(ratio_raw),
-                median(rates.iter().map(|r| r[2]).collect()),
+                median(per_round.iter().map(|r| r[2]).collect()),
                 median(ratio_deadline),
             );
         }
