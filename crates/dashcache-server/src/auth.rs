@@ -76,8 +76,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-/// The session id a request presents, if it looks like one (22 URL-safe characters: anything
-/// else is not ours and is not looked up).
+/// The session id a request presents, if it looks like one (`<22>.<8>` URL-safe characters,
+/// see `SessionStore::new_id`: anything else is not ours and is not looked up).
 pub fn presented_session(parts: &axum::http::HeaderMap) -> Option<String> {
     let bearer = parts
         .get(header::AUTHORIZATION)
@@ -97,10 +97,12 @@ pub fn presented_session(parts: &axum::http::HeaderMap) -> Option<String> {
     bearer
         .or_else(cookie)
         .filter(|id| {
-            id.len() == 22
+            id.len() == 31
+                && id.as_bytes()[22] == b'.'
                 && id
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    .enumerate()
+                    .all(|(i, b)| i == 22 || b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
 }

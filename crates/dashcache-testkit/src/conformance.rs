@@ -35,6 +35,12 @@ impl Ctx {
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.ns)
     }
+
+    /// A key under this case's namespace with the case's hash tag: on a cluster, every
+    /// `tagged` key of a case is in one slot, so one atomic step may span them.
+    pub fn tagged(&self, name: &str) -> String {
+        format!("{{{}}}{name}", self.ns)
+    }
 }
 
 type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -1006,7 +1012,12 @@ async fn set_add_is_atomic_under_contention(c: Ctx) {
 }
 
 async fn write_if_applies_every_write_when_conditions_hold(c: Ctx) {
-    let (a, bk, set, gone) = (c.key("a"), c.key("b"), c.key("set"), c.key("gone"));
+    let (a, bk, set, gone) = (
+        c.tagged("a"),
+        c.tagged("b"),
+        c.tagged("set"),
+        c.tagged("gone"),
+    );
     c.cache.set(&gone, b("x"), Ttl::secs(60)).await.unwrap();
     c.cache.set(&bk, b("old"), Ttl::secs(60)).await.unwrap();
     let members = [b("m1"), b("m2")];
@@ -1016,7 +1027,7 @@ async fn write_if_applies_every_write_when_conditions_hold(c: Ctx) {
             &[
                 Condition::Absent(&a),
                 Condition::Exists(&bk),
-                Condition::MissingOrBelow(&c.key("v"), 5),
+                Condition::MissingOrBelow(&c.tagged("v"), 5),
             ],
             &[
                 Write::Set(&a, b("new"), Ttl::secs(30)),
@@ -1042,7 +1053,8 @@ async fn write_if_applies_every_write_when_conditions_hold(c: Ctx) {
 }
 
 async fn write_if_refuses_and_writes_nothing_when_a_condition_fails(c: Ctx) {
-    let (present, missing, version, target) = (c.key("p"), c.key("m"), c.key("v"), c.key("t"));
+    let (present, missing, version, target) =
+        (c.tagged("p"), c.tagged("m"), c.tagged("v"), c.tagged("t"));
     c.cache.set(&present, b("x"), Ttl::secs(60)).await.unwrap();
     c.cache.set(&version, b("10"), Ttl::secs(60)).await.unwrap();
     let failing = [
@@ -1128,7 +1140,7 @@ async fn write_if_compares_integers_exactly(c: Ctx) {
 }
 
 async fn write_if_replace_keeps_the_ttl_and_skips_missing_keys(c: Ctx) {
-    let (k, missing) = (c.key("k"), c.key("missing"));
+    let (k, missing) = (c.tagged("k"), c.tagged("missing"));
     c.cache.set(&k, b("v1"), Ttl::secs(20)).await.unwrap();
     let writes = [
         Write::Replace(&k, b("v2")),
@@ -1146,10 +1158,10 @@ async fn write_if_replace_keeps_the_ttl_and_skips_missing_keys(c: Ctx) {
 
 async fn write_if_set_add_extends_but_never_shortens(c: Ctx) {
     let (fresh, long, short, forever) = (
-        c.key("fresh"),
-        c.key("long"),
-        c.key("short"),
-        c.key("forever"),
+        c.tagged("fresh"),
+        c.tagged("long"),
+        c.tagged("short"),
+        c.tagged("forever"),
     );
     let m = [b("m")];
     let n = [b("n")];
@@ -1186,7 +1198,7 @@ async fn write_if_set_add_extends_but_never_shortens(c: Ctx) {
 }
 
 async fn write_if_wrong_type_changes_nothing(c: Ctx) {
-    let (a, string, set) = (c.key("a"), c.key("string"), c.key("set"));
+    let (a, string, set) = (c.tagged("a"), c.tagged("string"), c.tagged("set"));
     c.cache.set(&string, b("s"), Ttl::Persist).await.unwrap();
     c.cache
         .set_add(&set, &[b("m")], Ttl::secs(60))
@@ -1221,7 +1233,7 @@ async fn write_if_wrong_type_changes_nothing(c: Ctx) {
 }
 
 async fn write_if_applies_writes_in_order(c: Ctx) {
-    let (k, s) = (c.key("k"), c.key("s"));
+    let (k, s) = (c.tagged("k"), c.tagged("s"));
     c.cache.set(&k, b("string"), Ttl::secs(60)).await.unwrap();
     c.cache
         .set_add(&s, &[b("only")], Ttl::secs(60))
@@ -1243,7 +1255,7 @@ async fn write_if_applies_writes_in_order(c: Ctx) {
 }
 
 async fn write_if_has_one_winner_under_contention(c: Ctx) {
-    let key = c.key("claim");
+    let key = c.tagged("claim");
     let tasks = (0..200).map(|i| {
         let (cache, key) = (Arc::clone(&c.cache), key.clone());
         tokio::spawn(async move {

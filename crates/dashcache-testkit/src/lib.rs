@@ -11,11 +11,13 @@
 // panicking, which is how a test fails.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 pub mod conformance;
 pub mod load;
 mod postgres;
 mod server;
 
+pub use cluster::RedisCluster;
 pub use postgres::{PgSchema, PostgresServer};
 pub use server::{RedisServer, redis_server_binary};
 
@@ -35,8 +37,21 @@ pub async fn redis_cache(server: &RedisServer) -> dashcache::RedisCache {
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log()))
 }
 
-/// Runs each scenario (`async fn(Arc<dyn Cache>)`) against every backend: one test module per
-/// scenario, with a test per backend, each with a cache (and server) of its own.
+/// A cluster `RedisCache` for `cluster`, with the same generous deadline as [`redis_cache`].
+///
+/// # Panics
+/// When the cluster does not answer.
+pub async fn cluster_cache(cluster: &RedisCluster) -> dashcache::RedisCache {
+    dashcache::RedisCache::builder(cluster.url())
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs each scenario (`async fn(Arc<dyn Cache>)`) against every backend — the embedded cache,
+/// one Redis, a Redis Cluster: one test module per scenario, with a test per backend, each with
+/// a cache (and servers) of its own.
 ///
 /// ```ignore
 /// async fn round_trip(cache: Arc<dyn Cache>) { /* … */ }
@@ -57,6 +72,13 @@ macro_rules! on_every_backend {
                 async fn redis() {
                     let server = $crate::RedisServer::start();
                     let cache = ::std::sync::Arc::new($crate::redis_cache(&server).await);
+                    super::$scenario(cache).await;
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cluster() {
+                    let cluster = $crate::RedisCluster::start();
+                    let cache = ::std::sync::Arc::new($crate::cluster_cache(&cluster).await);
                     super::$scenario(cache).await;
                 }
             }

@@ -79,6 +79,27 @@ impl RedisServer {
         panic!("{last_error}");
     }
 
+    /// Starts a server on `port` (which must be free) with extra configuration.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dashcache-redis-")
+            .tempdir()
+            .expect("create a temporary directory for redis-server");
+        let mut server = Self {
+            dir,
+            port,
+            child: None,
+            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        if let Err(e) = server.spawn_and_wait() {
+            panic!("{e}");
+        }
+        server
+    }
+
     /// The port it listens on (loopback only).
     pub fn port(&self) -> u16 {
         self.port

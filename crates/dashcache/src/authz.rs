@@ -109,12 +109,22 @@ impl PermissionCache {
         Ttl::from(self.inner.allow_ttl.max(self.inner.deny_ttl) * 4)
     }
 
+    /// The user's generation key and the answer key for (resource, action), tagged with the
+    /// user so that on Redis Cluster both are read in one request from one slot.
     fn keys_for(&self, user: &str, resource: &str, action: &str) -> Result<(String, String)> {
         let ns = self.inner.namespace.as_str();
-        let generation = self.inner.keys.key([ns, user, "generation"])?;
+        let generation = self.generation_key(user)?;
         // Four parts against the generation key's three: the two can never collide.
-        let answer = self.inner.keys.key([ns, user, resource, action])?;
+        let answer = self
+            .inner
+            .keys
+            .tagged_key(user, [ns, user, resource, action])?;
         Ok((generation, answer))
+    }
+
+    fn generation_key(&self, user: &str) -> Result<String> {
+        let ns = self.inner.namespace.as_str();
+        self.inner.keys.tagged_key(user, [ns, user, "generation"])
     }
 
     /// Whether `user` may `action` on `resource`: the cached answer if it is current, else
@@ -193,8 +203,7 @@ impl PermissionCache {
     /// `InvalidKey` for a malformed user id; cache errors — an invalidation that did not
     /// happen leaves answers valid until their TTL, which the caller must know.
     pub async fn invalidate_user(&self, user: &str) -> Result<()> {
-        let ns = self.inner.namespace.as_str();
-        let key = self.inner.keys.key([ns, user, "generation"])?;
+        let key = self.generation_key(user)?;
         // Random, not a counter: a generation that expired and was recreated can never repeat
         // one that answers still carry.
         let generation: u64 = rand::rng().random_range(1..u64::MAX);

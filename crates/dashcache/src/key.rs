@@ -272,7 +272,38 @@ impl Keys {
         self.inner.namespaces.iter().position(|ns| ns == name)
     }
 
+    /// The key for `parts` (a declared namespace, then segments) with a Redis Cluster hash tag
+    /// right after the namespace: `prefix:namespace:{tag}:segment…`. Keys with the same tag land
+    /// in the same hash slot, so one atomic step (a script, a `MULTI`) can span them on a
+    /// cluster. The tag is escaped like a segment, so it can never close early or open another
+    /// tag; and since segments escape braces, it is the key's only tag.
+    ///
+    /// ```
+    /// let keys = dashcache::Keys::new("app", ["session"])?;
+    /// let index = keys.tagged_key("u1", ["session", "user", "u1"])?;
+    /// assert_eq!(index, "app:session:{u1}:user:u1");
+    /// # Ok::<(), dashcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Keys::key`], for the tag too.
+    pub fn tagged_key<I>(&self, tag: &str, parts: I) -> Result<String>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.build(parts, Some(tag), false)
+    }
+
     fn build_key<I>(&self, parts: I, pattern: bool) -> Result<String>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.build(parts, None, pattern)
+    }
+
+    fn build<I>(&self, parts: I, tag: Option<&str>, pattern: bool) -> Result<String>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -291,6 +322,12 @@ impl Keys {
             key.push(SEPARATOR);
         }
         key.push_str(ns);
+        if let Some(tag) = tag {
+            key.push(SEPARATOR);
+            key.push('{');
+            self.push_segment(&mut key, tag)?;
+            key.push('}');
+        }
         for segment in parts {
             key.push(SEPARATOR);
             self.push_segment(&mut key, segment.as_ref())?;

@@ -33,6 +33,13 @@ macro_rules! on_both_stores {
                     let cache = dashcache_testkit::redis_cache(&server).await;
                     super::$scenario(dashcache::ratelimit::RateLimiter::redis(cache, super::keys())).await;
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cluster() {
+                    let cluster = dashcache_testkit::RedisCluster::start();
+                    let cache = dashcache_testkit::cluster_cache(&cluster).await;
+                    super::$scenario(dashcache::ratelimit::RateLimiter::redis(cache, super::keys())).await;
+                }
             }
         )*
     };

@@ -22,7 +22,10 @@ fn b(s: &str) -> Bytes {
 
 async fn values_round_trip_and_are_not_plain_underneath(raw: Arc<dyn Cache>) {
     let sealed = Sealed::new(Arc::clone(&raw), Keyring::new(1, &NEW));
-    sealed.set("s:a", b("alpha"), Ttl::secs(60)).await.unwrap();
+    sealed
+        .set("{s}:a", b("alpha"), Ttl::secs(60))
+        .await
+        .unwrap();
     sealed
         .set_many(&[("s:b", b("beta")), ("s:c", b(""))], Ttl::secs(60))
         .await
@@ -33,25 +36,25 @@ async fn values_round_trip_and_are_not_plain_underneath(raw: Arc<dyn Cache>) {
             .await
             .unwrap()
     );
-    assert_eq!(sealed.get("s:a").await.unwrap(), Some(b("alpha")));
+    assert_eq!(sealed.get("{s}:a").await.unwrap(), Some(b("alpha")));
     assert_eq!(
         sealed.get_many(&["s:b", "s:missing", "s:c"]).await.unwrap(),
         vec![Some(b("beta")), None, Some(b(""))]
     );
     assert_eq!(sealed.take("s:d").await.unwrap(), Some(b("delta")));
     let writes = [
-        Write::Set("s:e", b("epsilon"), Ttl::secs(60)),
-        Write::Replace("s:a", b("alpha2")),
+        Write::Set("{s}:e", b("epsilon"), Ttl::secs(60)),
+        Write::Replace("{s}:a", b("alpha2")),
     ];
     assert!(
         sealed
-            .write_if(&[Condition::Absent("s:e")], &writes)
+            .write_if(&[Condition::Absent("{s}:e")], &writes)
             .await
             .unwrap()
     );
-    assert_eq!(sealed.get("s:e").await.unwrap(), Some(b("epsilon")));
-    assert_eq!(sealed.get("s:a").await.unwrap(), Some(b("alpha2")));
-    let underneath = raw.get("s:a").await.unwrap().unwrap();
+    assert_eq!(sealed.get("{s}:e").await.unwrap(), Some(b("epsilon")));
+    assert_eq!(sealed.get("{s}:a").await.unwrap(), Some(b("alpha2")));
+    let underneath = raw.get("{s}:a").await.unwrap().unwrap();
     assert!(
         !underneath.windows(6).any(|w| w == b"alpha2"),
         "plain text reached the cache"
@@ -144,9 +147,10 @@ async fn sessions_and_tokens_work_sealed(raw: Arc<dyn Cache>) {
     let keys = Keys::new("t", ["session", "oauth_state"]).unwrap();
     let sealed: Arc<dyn Cache> = Arc::new(Sealed::new(Arc::clone(&raw), Keyring::new(1, &NEW)));
     let store: SessionStore = SessionStore::new(Arc::clone(&sealed), keys.clone());
-    let s = SessionData::new("u1", Duration::from_secs(600))
+    let mut s = SessionData::new("u1", Duration::from_secs(600))
         .unwrap()
         .with_user_agent("secret-agent");
+    s.id = store.new_id("u1").unwrap();
     assert!(store.put(&s, None).await.unwrap());
     assert_eq!(
         store
@@ -166,13 +170,18 @@ async fn sessions_and_tokens_work_sealed(raw: Arc<dyn Cache>) {
             .unwrap()
     );
     assert_eq!(store.revoke_all_for_user("u1").await.unwrap(), 1);
-    let stored = raw.get(&format!("t:session:id:{}", s.id)).await.unwrap();
-    assert!(stored.is_none());
+    assert!(
+        raw.get(&store.session_key(&s.id).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The revocation mark is read as an integer: sealed, it must still refuse stale copies.
     assert!(!store.put(&s, None).await.unwrap());
     assert!(store.delete(&s.id).await.is_ok());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let later = SessionData::new("u1", Duration::from_secs(600)).unwrap();
+    let mut later = SessionData::new("u1", Duration::from_secs(600)).unwrap();
+    later.id = store.new_id("u1").unwrap();
     assert!(store.put(&later, None).await.unwrap());
 
     let tokens = OneTimeTokens::<String>::new(sealed, keys, "oauth_state");

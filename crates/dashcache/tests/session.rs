@@ -17,8 +17,16 @@ fn store(cache: Arc<dyn Cache>) -> SessionStore {
     SessionStore::new(cache, Keys::new("t", ["session"]).unwrap())
 }
 
+/// A session of `user` with an id from the store (tagged for Redis Cluster).
 fn session(user: &str, lifetime: Duration) -> SessionData {
-    SessionData::new(user, lifetime).unwrap()
+    let mut s = SessionData::new(user, lifetime).unwrap();
+    s.id = store_for_ids().new_id(user).unwrap();
+    s
+}
+
+/// A store only for making ids: tags depend on the key declarations alone.
+fn store_for_ids() -> SessionStore {
+    store(Arc::new(dashcache::MemoryCache::new()))
 }
 
 /// A session created `age` ago.
@@ -66,7 +74,7 @@ async fn ttl_is_explicit_or_derived_and_never_past_expiry(cache: Arc<dyn Cache>)
     let store = store(cache.clone());
     let derived = session("u1", Duration::from_secs(600));
     store.put(&derived, None).await.unwrap();
-    let left = ttl_of(&cache, &format!("t:session:id:{}", derived.id)).await;
+    let left = ttl_of(&cache, &store.session_key(&derived.id).unwrap()).await;
     assert!(
         left > Duration::from_secs(590) && left <= Duration::from_secs(600),
         "{left:?}"
@@ -74,18 +82,18 @@ async fn ttl_is_explicit_or_derived_and_never_past_expiry(cache: Arc<dyn Cache>)
 
     let explicit = session("u1", Duration::from_secs(600));
     store.put(&explicit, Some(Ttl::secs(60))).await.unwrap();
-    let left = ttl_of(&cache, &format!("t:session:id:{}", explicit.id)).await;
+    let left = ttl_of(&cache, &store.session_key(&explicit.id).unwrap()).await;
     assert!(left <= Duration::from_secs(60), "{left:?}");
 
     // Neither longer than the session's life nor forever.
     for ttl in [Ttl::secs(86_400), Ttl::Persist] {
         let capped = session("u1", Duration::from_secs(120));
         store.put(&capped, Some(ttl)).await.unwrap();
-        let left = ttl_of(&cache, &format!("t:session:id:{}", capped.id)).await;
+        let left = ttl_of(&cache, &store.session_key(&capped.id).unwrap()).await;
         assert!(left <= Duration::from_secs(120), "{ttl:?}: {left:?}");
     }
     // The index lives at least as long as the longest session.
-    let index = ttl_of(&cache, "t:session:user:u1").await;
+    let index = ttl_of(&cache, &store.index_key("u1").unwrap()).await;
     assert!(index > Duration::from_secs(590), "{index:?}");
 }
 
@@ -125,7 +133,7 @@ async fn the_index_is_idempotent_and_follows_deletes(cache: Arc<dyn Cache>) {
     assert!(store.delete(&b.id).await.unwrap());
     assert!(store.list_for_user("u1").await.unwrap().is_empty());
     assert!(
-        !cache.exists("t:session:user:u1").await.unwrap(),
+        !cache.exists(&store.index_key("u1").unwrap()).await.unwrap(),
         "the last delete empties the index"
     );
 }
@@ -183,7 +191,7 @@ async fn touch_records_activity_and_keeps_the_ttl(cache: Arc<dyn Cache>) {
             .unwrap()
             .as_millis()
     );
-    let left = ttl_of(&cache, &format!("t:session:id:{}", s.id)).await;
+    let left = ttl_of(&cache, &store.session_key(&s.id).unwrap()).await;
     assert!(
         left <= Duration::from_secs(100),
         "the TTL is kept: {left:?}"
@@ -246,7 +254,7 @@ async fn a_deleted_session_cannot_be_put_back(cache: Arc<dyn Cache>) {
         "the tombstone refuses it"
     );
     assert!(store.get(&s.id).await.unwrap().is_none());
-    let tombstone = ttl_of(&cache, &format!("t:session:deleted:{}", s.id)).await;
+    let tombstone = ttl_of(&cache, &tombstone_key(&s.id)).await;
     assert!(
         tombstone <= Duration::from_secs(600),
         "for the id's remaining life: {tombstone:?}"
@@ -270,7 +278,10 @@ async fn dead_ids_are_pruned_from_the_index(cache: Arc<dyn Cache>) {
         store.list_for_user("u1").await.unwrap(),
         vec![long.id.clone()]
     );
-    let members = cache.set_members("t:session:user:u1").await.unwrap();
+    let members = cache
+        .set_members(&store.index_key("u1").unwrap())
+        .await
+        .unwrap();
     assert_eq!(members.len(), 1, "the dead id was pruned");
 }
 
@@ -291,6 +302,15 @@ async fn bad_ids_are_typed_errors(cache: Arc<dyn Cache>) {
             ErrorKind::InvalidKey
         );
     }
+}
+
+/// The tombstone key of session `id` (the store keeps it private; this mirrors its layout).
+fn tombstone_key(id: &str) -> String {
+    let tag = id.rsplit_once('.').map_or(id, |(_, t)| t);
+    Keys::new("t", ["session"])
+        .unwrap()
+        .tagged_key(tag, ["session", "deleted", id])
+        .unwrap()
 }
 
 on_every_backend!(

@@ -9,14 +9,14 @@ pub(crate) mod users;
 
 use crate::error::AppError;
 
-/// Ids in paths and bodies: 1–64 ASCII letters, digits, `_` or `-`. Anything else is refused
-/// before it reaches a key or a query.
+/// Ids in paths and bodies: 1–64 ASCII letters, digits, `_`, `-` or `.` (session ids carry their
+/// user's hash tag after a dot). Anything else is refused before it reaches a key or a query.
 pub(crate) fn check_id(id: &str) -> Result<&str, AppError> {
     if !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
         Ok(id)
     } else {

@@ -75,7 +75,12 @@ pub(crate) async fn login(
     let now = now_ms();
     let lifetime = i64::try_from(state.settings().ttl.session.as_millis()).unwrap_or(i64::MAX / 2);
     let row = SessionRow {
-        id: dashcache::session::new_session_id().map_err(|e| AppError::Internal(e.to_string()))?,
+        // Tagged with the user, so on Redis Cluster the session and its user's index share a
+        // slot.
+        id: state
+            .sessions()
+            .new_id(&user_id)
+            .map_err(|e| AppError::Internal(e.to_string()))?,
         user_id,
         created_at: now,
         expires_at: now + lifetime,

@@ -38,6 +38,10 @@ fn classify(e: &RedisError) -> (ErrorKind, &'static str) {
             ErrorKind::WrongType,
             "the key holds a value of another type",
         ),
+        RedisKind::Server(ServerErrorKind::CrossSlot) => (
+            ErrorKind::InvalidArgument,
+            "the keys of one atomic operation are in different cluster slots: give them one hash tag (Keys::tagged_key)",
+        ),
         RedisKind::InvalidClientConfig => (
             ErrorKind::InvalidArgument,
             "the Redis client configuration is invalid",

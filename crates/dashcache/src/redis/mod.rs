@@ -1,15 +1,35 @@
 //! [`RedisCache`]: the production backend, on the `redis` crate.
 //!
-//! One multiplexed, auto-reconnecting connection (`ConnectionManager`) shared by every clone.
-//! Every operation runs under a deadline and behind a circuit breaker (see
-//! [`BreakerConfig`]); reconnection is attempted once per operation that needs it, inside that
-//! operation's deadline, so a dead server is reported as `Unavailable` at once instead of
+//! One multiplexed, auto-reconnecting connection (`ConnectionManager`) shared by every clone —
+//! or, on Redis Cluster, the `redis` crate's cluster connection (a connection per node, the
+//! slot map, redirections). Every operation runs under a deadline and behind a circuit breaker
+//! (see [`BreakerConfig`]); reconnection is attempted once per operation that needs it, inside
+//! that operation's deadline, so a dead server is reported as `Unavailable` at once instead of
 //! queueing callers behind a backoff loop.
+//!
+//! ## On a cluster
+//!
+//! Select it with several seed URLs (`redis://a:7000,redis://b:7001`), a `redis+cluster://`
+//! URL, or [`RedisCacheBuilder::cluster`]. Every method keeps its contract, with these
+//! specifics:
+//!
+//! - `get_many` and `delete_many` are split by hash slot, sent to the nodes in parallel and
+//!   reassembled in order;
+//! - `set_many` is one `MULTI` per slot, all in parallel: all or nothing *within a slot*; across
+//!   slots, a failure can leave some slots written and others not (give keys one hash tag with
+//!   [`Keys::tagged_key`](crate::Keys::tagged_key) when they must be written together);
+//! - `delete_pattern` sweeps every master;
+//! - `write_if` is one script, so its keys must share a slot (a hash tag): otherwise it is
+//!   refused with `InvalidArgument` and nothing is written;
+//! - the circuit breaker covers the whole cluster: while one master fails over, it may open for
+//!   every key.
 
 mod breaker;
+mod conn;
 mod convert;
 mod scripts;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +38,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::Slot;
 use redis::{RedisResult, Value};
+
+use conn::Conn;
 
 pub use breaker::BreakerConfig;
 use breaker::CircuitBreaker;
@@ -67,7 +90,7 @@ pub struct RedisCache {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
     breaker: CircuitBreaker,
     limits: Limits,
@@ -98,6 +121,7 @@ pub struct RedisCacheBuilder {
     breaker: BreakerConfig,
     limits: Limits,
     scan_count: u32,
+    cluster: bool,
 }
 
 impl fmt::Debug for RedisCacheBuilder {
@@ -109,6 +133,7 @@ impl fmt::Debug for RedisCacheBuilder {
             .field("breaker", &self.breaker)
             .field("limits", &self.limits)
             .field("scan_count", &self.scan_count)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -153,6 +178,14 @@ impl RedisCacheBuilder {
         self
     }
 
+    /// Talks to a Redis Cluster, the URL being one seed node (several comma-separated seeds,
+    /// or a `redis+cluster://` URL, select the cluster too). See the module docs for what each
+    /// method guarantees there.
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
     /// Builds the cache without any I/O; the connection is made by the first operation. Use
     /// this when the service must start even while Redis is down (fail-open), and check
     /// [`Cache::ping`] to report it.
@@ -167,20 +200,34 @@ impl RedisCacheBuilder {
             ));
         }
         let display_url = mask_url(&self.url);
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+        let (seeds, cluster) = cluster_seeds(&self.url);
+        let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
+        let invalid = |e: redis::RedisError| {
             Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
-        })?;
-        let config = ConnectionManagerConfig::new()
-            // One attempt per reconnect: retries would keep callers waiting on a backoff
-            // schedule past their deadline. The breaker paces the attempts instead.
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(self.connect_timeout.unwrap_or(self.timeout)))
-            // Our own deadline covers every operation, connecting included.
-            .set_response_timeout(None);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            Error::invalid_argument(format!("invalid Redis configuration for {display_url}"))
-                .with_source(e)
-        })?;
+        };
+        let conn = if cluster || self.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(seeds)
+                // A redirection or a failover is retried inside the operation's deadline.
+                .retries(2)
+                .build()
+                .map_err(invalid)?;
+            let config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(connect_timeout)
+                .set_response_timeout(self.timeout);
+            // Connects in the background: a cluster that is down at start is reported by the
+            // first operation (and `ping`), not by a failed start.
+            Conn::Cluster(client.get_pending_async_connection_with_config(config))
+        } else {
+            let client = redis::Client::open(self.url.as_str()).map_err(invalid)?;
+            let config = ConnectionManagerConfig::new()
+                // One attempt per reconnect: retries would keep callers waiting on a backoff
+                // schedule past their deadline. The breaker paces the attempts instead.
+                .set_number_of_retries(0)
+                .set_connection_timeout(Some(connect_timeout))
+                // Our own deadline covers every operation, connecting included.
+                .set_response_timeout(None);
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?)
+        };
         Ok(RedisCache {
             inner: Arc::new(Inner {
                 conn,
@@ -216,6 +263,7 @@ impl RedisCache {
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
             scan_count: 1000,
+            cluster: false,
         }
     }
 
@@ -255,41 +303,58 @@ impl RedisCache {
         progress: &mut (dyn FnMut(SweepProgress) + Send),
     ) -> Result<u64> {
         self.inner.limits.check_pattern(pattern)?;
-        let mut cursor: u64 = 0;
-        let mut report = SweepProgress::default();
-        loop {
+        // A cluster keeps each key on one master: every master is swept.
+        let nodes: Vec<Option<(String, u16)>> = if self.is_cluster() {
             let mut conn = self.conn();
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .run(
-                    None,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(self.inner.scan_count)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            report.batches += 1;
-            report.matched += keys.len() as u64;
-            if mode == Sweep::Delete && !keys.is_empty() {
-                // UNLINK's count is what was actually deleted: a key SCAN returns twice, or one
-                // that expired meanwhile, is not counted.
-                let n: u64 = self
-                    .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
+            let masters = self.run(None, conn.masters()).await?;
+            masters.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut report = SweepProgress::default();
+        for node in &nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(self.inner.scan_count);
+                let mut conn = self.conn();
+                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                    .run(None, async {
+                        match node {
+                            Some(node) => {
+                                let reply = conn.on_node(node, &scan).await?;
+                                Ok(redis::FromRedisValue::from_redis_value(reply)?)
+                            }
+                            None => scan.query_async(&mut conn).await,
+                        }
+                    })
                     .await?;
-                report.deleted += n;
+                report.batches += 1;
+                report.matched += keys.len() as u64;
+                if mode == Sweep::Delete && !keys.is_empty() {
+                    // UNLINK's count is what was actually deleted: a key SCAN returns twice, or
+                    // one that expired meanwhile, is not counted. (On a cluster the crate splits
+                    // it by slot.)
+                    let n: u64 = self
+                        .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
+                        .await?;
+                    report.deleted += n;
+                }
+                progress(report);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            progress(report);
-            if next == 0 {
-                return Ok(match mode {
-                    Sweep::Delete => report.deleted,
-                    Sweep::Count => report.matched,
-                });
-            }
-            cursor = next;
         }
+        Ok(match mode {
+            Sweep::Delete => report.deleted,
+            Sweep::Count => report.matched,
+        })
     }
 
     /// The number of keys in the server's database (`DBSIZE`).
@@ -313,8 +378,28 @@ impl RedisCache {
         self.run(label, invocation.invoke_async(&mut conn)).await
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
+    }
+
+    /// `entries` in one `MULTI` (one slot on a cluster), with `ttl` in ms already checked.
+    async fn set_many_atomic(&self, entries: &[(&str, Bytes)], ttl: Option<u64>) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in entries {
+            let cmd = pipe.cmd("SET").arg(*key).arg(value.as_ref());
+            if let Some(ms) = ttl {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.ignore();
+        }
+        let mut conn = self.conn();
+        self.run(None, pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Whether this cache talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
     }
 
     /// Runs one round trip under the breaker and the deadline.
@@ -346,6 +431,25 @@ impl RedisCache {
     fn check_keys(&self, keys: &[&str]) -> Result<()> {
         keys.iter().try_for_each(|k| self.inner.limits.check_key(k))
     }
+}
+
+/// The seed URLs of `url`, and whether they name a cluster: several comma-separated URLs, or a
+/// `redis+cluster://` / `rediss+cluster://` one.
+fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
+    let seeds: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replacen("redis+cluster://", "redis://", 1).replacen(
+                "rediss+cluster://",
+                "rediss://",
+                1,
+            )
+        })
+        .collect();
+    let cluster = seeds.len() > 1 || url.contains("+cluster://");
+    (seeds, cluster)
 }
 
 /// A TTL as a script argument: milliseconds, or `''` for no expiry.
@@ -459,17 +563,21 @@ impl Cache for RedisCache {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, value) in entries {
-            let cmd = pipe.cmd("SET").arg(*key).arg(value.as_ref());
-            if let Some(ms) = ttl {
-                cmd.arg("PX").arg(ms);
-            }
-            cmd.ignore();
+        if !self.is_cluster() {
+            return self.set_many_atomic(entries, ttl).await;
         }
-        let mut conn = self.conn();
-        self.run(None, pipe.query_async::<()>(&mut conn)).await
+        // MULTI cannot span slots: one transaction per slot, all in parallel.
+        let mut by_slot: HashMap<Slot, Vec<(&str, Bytes)>> = HashMap::new();
+        for (key, value) in entries {
+            by_slot
+                .entry(Slot::for_key(key))
+                .or_default()
+                .push((key, value.clone()));
+        }
+        let writes = by_slot
+            .values()
+            .map(|group| self.set_many_atomic(group, ttl));
+        futures::future::try_join_all(writes).await.map(drop)
     }
 
     async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {

@@ -5,10 +5,14 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `…:session:id:<id>` | the session (JSON), TTL until it expires |
-//! | `…:session:user:<user>` | the set of the user's session ids, TTL ≥ its longest session |
-//! | `…:session:revoked:<user>` | when `revoke_all_for_user` last ran (Unix ms) |
-//! | `…:session:deleted:<id>` | a tombstone for the id's remaining lifetime |
+//! | `…:session:{T}:id:<id>` | the session (JSON), TTL until it expires |
+//! | `…:session:{U}:user:<user>` | the set of the user's session ids, TTL ≥ its longest session |
+//! | `…:session:{U}:revoked:<user>` | when `revoke_all_for_user` last ran (Unix ms) |
+//! | `…:session:{T}:deleted:<id>` | a tombstone for the id's remaining lifetime |
+//!
+//! `{U}` is a hash tag derived from the user; `{T}` is the tag a session id from
+//! [`SessionStore::new_id`] carries — the same `{U}` — so on Redis Cluster a session and
+//! everything its atomic steps touch share one slot.
 //!
 //! The session and its index entry are written in one atomic step ([`Cache::write_if`]), under
 //! two conditions that make revocation stick: no tombstone for the id, and no revocation of the
@@ -32,6 +36,9 @@ use crate::cache::{Cache, Condition, Ttl, Write};
 use crate::error::{Error, Result};
 use crate::ext::{decode_json, encode_json};
 use crate::key::Keys;
+
+/// Length of the user hash tag in session ids and keys.
+const TAG_LEN: usize = 8;
 
 /// Sessions of type `S` in a [`Cache`]. Cheap to clone.
 ///
@@ -110,8 +117,60 @@ impl<S: SessionRecord> SessionStore<S> {
         self
     }
 
-    fn key(&self, kind: &str, id: &str) -> Result<String> {
-        self.keys.key([self.namespace.as_str(), kind, id])
+    /// The hash tag of `user`'s keys: 8 characters of a keyed hash of the id.
+    fn user_tag(&self, user: &str) -> String {
+        self.keys.opaque(user).chars().take(TAG_LEN).collect()
+    }
+
+    /// The hash tag of session `id`: the user tag a [`new_id`](Self::new_id) carries after its
+    /// last `.`, else the id itself.
+    fn id_tag(id: &str) -> &str {
+        id.rsplit_once('.')
+            .map(|(_, tag)| tag)
+            .filter(|tag| {
+                tag.len() == TAG_LEN
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .unwrap_or(id)
+    }
+
+    /// A new session id for `user`: 128 random bits from the OS and the user's hash tag,
+    /// `<22 characters>.<8 characters>`. On Redis Cluster a session must have such an id, so
+    /// that it, its tombstone and its user's index share a slot and `put` stays one atomic
+    /// step; elsewhere any unique id works.
+    ///
+    /// # Errors
+    /// As [`new_session_id`].
+    pub fn new_id(&self, user: &str) -> Result<String> {
+        Ok(format!("{}.{}", new_session_id()?, self.user_tag(user)))
+    }
+
+    /// The key of session `id` (for inspection and tests).
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed id.
+    pub fn session_key(&self, id: &str) -> Result<String> {
+        self.id_key("id", id)
+    }
+
+    /// The key of `user`'s index (for inspection and tests).
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed user id.
+    pub fn index_key(&self, user: &str) -> Result<String> {
+        self.user_key("user", user)
+    }
+
+    fn id_key(&self, kind: &str, id: &str) -> Result<String> {
+        self.keys
+            .tagged_key(Self::id_tag(id), [self.namespace.as_str(), kind, id])
+    }
+
+    fn user_key(&self, kind: &str, user: &str) -> Result<String> {
+        self.keys
+            .tagged_key(&self.user_tag(user), [self.namespace.as_str(), kind, user])
     }
 
     /// Stores `session` and adds it to its user's index, in one atomic step.
@@ -148,10 +207,10 @@ impl<S: SessionRecord> SessionStore<S> {
         };
         let id = session.session_id();
         let user = session.user_id();
-        let session_key = self.key("id", id)?;
-        let index_key = self.key("user", user)?;
-        let tombstone = self.key("deleted", id)?;
-        let revoked = self.key("revoked", user)?;
+        let session_key = self.id_key("id", id)?;
+        let index_key = self.user_key("user", user)?;
+        let tombstone = self.id_key("deleted", id)?;
+        let revoked = self.user_key("revoked", user)?;
         let created = i64::try_from(to_unix_millis(session.created_at())).unwrap_or(i64::MAX);
         let value = encode_json(&session_key, session)?;
         let member = [Bytes::copy_from_slice(id.as_bytes())];
@@ -174,7 +233,7 @@ impl<S: SessionRecord> SessionStore<S> {
     /// # Errors
     /// `Deserialize` when the stored session does not decode as `S`; cache errors.
     pub async fn get(&self, id: &str) -> Result<Option<S>> {
-        let key = self.key("id", id)?;
+        let key = self.id_key("id", id)?;
         let Some(bytes) = self.cache.get(&key).await? else {
             return Ok(None);
         };
@@ -187,7 +246,7 @@ impl<S: SessionRecord> SessionStore<S> {
     /// # Errors
     /// Cache errors.
     pub async fn exists(&self, id: &str) -> Result<bool> {
-        self.cache.exists(&self.key("id", id)?).await
+        self.cache.exists(&self.id_key("id", id)?).await
     }
 
     /// Records activity on session `id` at `at` from `ip`, keeping its TTL; `false` when the
@@ -200,8 +259,8 @@ impl<S: SessionRecord> SessionStore<S> {
             return Ok(false);
         };
         session.record_activity(at, ip);
-        let key = self.key("id", id)?;
-        let tombstone = self.key("deleted", id)?;
+        let key = self.id_key("id", id)?;
+        let tombstone = self.id_key("deleted", id)?;
         let value = encode_json(&key, &session)?;
         self.cache
             .write_if(
@@ -218,8 +277,8 @@ impl<S: SessionRecord> SessionStore<S> {
     /// # Errors
     /// As [`get`](Self::get).
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        let key = self.key("id", id)?;
-        let tombstone = self.key("deleted", id)?;
+        let key = self.id_key("id", id)?;
+        let tombstone = self.id_key("deleted", id)?;
         let stored: Option<S> = match self.cache.get(&key).await? {
             Some(bytes) => decode_json(&key, &bytes).ok(),
             None => None,
@@ -232,7 +291,7 @@ impl<S: SessionRecord> SessionStore<S> {
             .unwrap_or(self.max_lifetime);
         let member = [Bytes::copy_from_slice(id.as_bytes())];
         let index_key = match &stored {
-            Some(s) => Some(self.key("user", s.user_id())?),
+            Some(s) => Some(self.user_key("user", s.user_id())?),
             None => None,
         };
         let mut writes = vec![
@@ -252,7 +311,7 @@ impl<S: SessionRecord> SessionStore<S> {
     /// # Errors
     /// `InvalidKey` for a malformed user id; cache errors.
     pub async fn list_for_user(&self, user: &str) -> Result<Vec<String>> {
-        let index_key = self.key("user", user)?;
+        let index_key = self.user_key("user", user)?;
         let members = self.cache.set_members(&index_key).await?;
         let (ids, keys) = self.session_keys(&members)?;
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -280,8 +339,8 @@ impl<S: SessionRecord> SessionStore<S> {
     /// `InvalidKey` for a malformed user id; cache errors (the revocation mark is written
     /// first, so a failure after it still refuses old sessions).
     pub async fn revoke_all_for_user(&self, user: &str) -> Result<u64> {
-        let revoked = self.key("revoked", user)?;
-        let index_key = self.key("user", user)?;
+        let revoked = self.user_key("revoked", user)?;
+        let index_key = self.user_key("user", user)?;
         let now = i64::try_from(to_unix_millis(SystemTime::now())).unwrap_or(i64::MAX);
         // The mark first: any put landing after it is refused, any put before it is in the
         // index the sweep below reads. A later mark, if one exists, stands.
@@ -308,7 +367,7 @@ impl<S: SessionRecord> SessionStore<S> {
         let mut keys = Vec::with_capacity(members.len());
         for member in members {
             let id = String::from_utf8_lossy(member).into_owned();
-            keys.push(self.key("id", &id)?);
+            keys.push(self.id_key("id", &id)?);
             ids.push(id);
         }
         Ok((ids, keys))

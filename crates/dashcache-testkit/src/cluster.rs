@@ -1,0 +1,163 @@
+//! [`RedisCluster`]: a private Redis Cluster of three masters and three replicas.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::server::{RedisServer, free_port};
+
+/// Six `redis-server` processes on free loopback ports (each with its cluster bus port, +10000,
+/// free too), formed into a cluster of three masters with a replica each, waited on until
+/// `cluster_state:ok` everywhere. Killed on drop.
+///
+/// Node timeouts are short (1 s), so a killed master is replaced by its replica within a few
+/// seconds.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts and forms the cluster.
+    ///
+    /// # Panics
+    /// When a node does not start, `redis-cli` is missing, or the cluster does not settle
+    /// within 30 s; the message carries what the tools said.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = cluster_port();
+                RedisServer::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new(redis_cli())
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (installed with redis-server): {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// The seed URLs of every node, comma-separated: what `RedisCache::builder` takes.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes, by index.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The indices of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.pid().is_some() && info(n.port(), "replication").contains("role:master")
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Kills master `index` of [`masters`](Self::masters) with `SIGKILL`; its replica takes
+    /// over after the node timeout. Returns the killed node's index.
+    ///
+    /// # Panics
+    /// When there is no such master.
+    pub fn kill_master(&mut self, index: usize) -> usize {
+        let node = self.masters()[index];
+        self.nodes[node].kill();
+        node
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and a master for each slot
+    /// range; how long it took.
+    ///
+    /// # Panics
+    /// When it does not happen within `limit`.
+    pub fn wait_until_ok(&self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let live: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.pid().is_some()).collect();
+            let ok = live
+                .iter()
+                .all(|n| cluster_info(n.port()).contains("cluster_state:ok"));
+            if ok && self.masters().len() >= 3 {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the cluster did not settle within {limit:?}: {}",
+                live.iter()
+                    .map(|n| cluster_info(n.port()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn redis_cli() -> std::path::PathBuf {
+    let server = crate::redis_server_binary();
+    match server.parent() {
+        Some(dir) if dir.join("redis-cli").exists() => dir.join("redis-cli"),
+        _ => "redis-cli".into(),
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new(redis_cli())
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn cluster_info(port: u16) -> String {
+    cli(port, &["CLUSTER", "INFO"])
+}
+
+fn info(port: u16, section: &str) -> String {
+    cli(port, &["INFO", section])
+}
