@@ -35,6 +35,11 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica that never finished its first sync will not stand for
+                        // election; the default 5 s delay would leave a window where killing a
+                        // master loses its slots for good.
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ],
                 )
             })
@@ -58,6 +63,7 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_until_ok(Duration::from_secs(30));
+        cluster.wait_for_replicas(Duration::from_secs(30));
         cluster
     }
 
@@ -123,6 +129,34 @@ impl RedisCluster {
                     .join("\n")
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Waits until every replica has finished its first sync with its master.
+    fn wait_for_replicas(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let replication: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| info(n.port(), "replication"))
+                .collect();
+            let synced = replication
+                .iter()
+                .filter(|r| r.contains("role:slave"))
+                .filter(|r| r.contains("master_link_status:up"))
+                .count();
+            if synced >= 3 {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the replicas did not sync within {limit:?}: {}",
+                replication.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -5,6 +5,11 @@
 //! `CircuitOpen`, without touching the network, so a hung server costs one deadline, not one
 //! per request. After `open_for` it lets exactly one probe through (half-open); the probe's
 //! success closes it, its failure opens it for another `open_for`.
+//!
+//! On a cluster a master can fail while the others answer, so [`Breakers`] keeps one breaker per
+//! range of [`SLOTS_PER_GROUP`] hash slots — nodes own contiguous slot ranges, so a range's
+//! breaker sees (almost always) one node — and a "wide" one for operations that span ranges or
+//! have no key. A dead master then opens the breakers of its ranges only.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -75,6 +80,77 @@ pub(crate) struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     probe: bool,
     recorded: bool,
+}
+
+/// Hash slots per breaker on a cluster: 256 breakers of 64 slots, a few KiB, fine-grained enough
+/// that a range straddles two masters only at the ranges' edges.
+pub(crate) const SLOTS_PER_GROUP: u16 = 64;
+const SLOTS: u16 = 16384;
+
+/// The breakers of one `RedisCache`: a single one for a standalone server; one per slot range
+/// plus a wide one on a cluster.
+#[derive(Debug)]
+pub(crate) struct Breakers {
+    wide: CircuitBreaker,
+    groups: Box<[CircuitBreaker]>,
+}
+
+impl Breakers {
+    pub(crate) fn new(config: BreakerConfig, cluster: bool) -> Self {
+        let groups = if cluster {
+            (0..SLOTS / SLOTS_PER_GROUP)
+                .map(|_| CircuitBreaker::new(config))
+                .collect()
+        } else {
+            Box::default()
+        };
+        Self {
+            wide: CircuitBreaker::new(config),
+            groups,
+        }
+    }
+
+    /// The breaker for an operation on `keys` (all of them, or a representative when the
+    /// caller knows they share a slot): their range's when they all fall in one, else the wide
+    /// one.
+    pub(crate) fn for_keys<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> &CircuitBreaker {
+        if self.groups.is_empty() {
+            return &self.wide;
+        }
+        let mut group = None;
+        for key in keys {
+            let g = usize::from(slot(key.as_ref()) / SLOTS_PER_GROUP);
+            match group {
+                None => group = Some(g),
+                Some(seen) if seen == g => {}
+                Some(_) => return &self.wide,
+            }
+        }
+        group.and_then(|g| self.groups.get(g)).unwrap_or(&self.wide)
+    }
+
+    /// Whether any breaker is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.wide.is_open() || self.groups.iter().any(CircuitBreaker::is_open)
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 of its hash tag (the part between the first `{`
+/// and the next `}`, when not empty) or of the whole key.
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = key.get(open + 1..)?;
+            let close = rest.iter().position(|&b| b == b'}')?;
+            rest.get(..close).filter(|tag| !tag.is_empty())
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
 }
 
 impl CircuitBreaker {
@@ -194,6 +270,38 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"bar"), 5061);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b"foo{bar}{zap}"), slot(b"bar"));
+        assert_eq!(slot(b""), 0);
+    }
+
+    #[test]
+    fn a_failing_range_leaves_the_others_closed() {
+        let config = BreakerConfig::default().with_failure_threshold(1);
+        let breakers = Breakers::new(config, true);
+        let t0 = Instant::now();
+        fail(breakers.for_keys(["foo"]), t0);
+        assert!(breakers.for_keys(["foo"]).is_open());
+        assert!(breakers.is_open());
+        assert!(!breakers.for_keys(["bar"]).is_open());
+        assert!(!breakers.for_keys(["foo", "bar"]).is_open(), "the wide one");
+        assert!(breakers.for_keys(["{foo}:a", "{foo}:b"]).is_open());
+
+        let single = Breakers::new(config, false);
+        fail(single.for_keys(["foo"]), t0);
+        assert!(
+            single.for_keys(["bar"]).is_open(),
+            "one server, one breaker"
+        );
+    }
 
     fn timeout() -> Result<(), Error> {
         Err(Error::new(ErrorKind::Timeout, "t"))

@@ -13,16 +13,21 @@
 //! URL, or [`RedisCacheBuilder::cluster`]. Every method keeps its contract, with these
 //! specifics:
 //!
-//! - `get_many` and `delete_many` are split by hash slot, sent to the nodes in parallel and
-//!   reassembled in order;
+//! - `get_many` and `delete_many` are split by hash slot (a command may not span slots), all
+//!   parts sent at once — they share each node's connection, so a batch costs about one round
+//!   trip per node, in parallel — and reassembled in order. A batch fails as a whole when a part
+//!   fails; `delete_many` then leaves deleted what its other parts deleted;
 //! - `set_many` is one `MULTI` per slot, all in parallel: all or nothing *within a slot*; across
 //!   slots, a failure can leave some slots written and others not (give keys one hash tag with
 //!   [`Keys::tagged_key`](crate::Keys::tagged_key) when they must be written together);
 //! - `delete_pattern` sweeps every master;
 //! - `write_if` is one script, so its keys must share a slot (a hash tag): otherwise it is
 //!   refused with `InvalidArgument` and nothing is written;
-//! - the circuit breaker covers the whole cluster: while one master fails over, it may open for
-//!   every key.
+//! - the circuit breaker is kept per range of hash slots: while one master fails over, the
+//!   operations on its slots fail fast and the others go on. An operation whose keys span ranges
+//!   (a `get_many` of unrelated keys, `delete_pattern`, `ping`) goes through a cluster-wide
+//!   breaker, which opens when such operations keep failing — during a failover, most of them
+//!   would touch the failed master anyway.
 
 mod breaker;
 mod conn;
@@ -38,13 +43,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_routing::Slot;
 use redis::{RedisResult, Value};
 
 use conn::Conn;
 
 pub use breaker::BreakerConfig;
-use breaker::CircuitBreaker;
+use breaker::{Breakers, CircuitBreaker};
 use scripts::Scripts;
 
 use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
@@ -92,7 +96,7 @@ pub struct RedisCache {
 struct Inner {
     conn: Conn,
     timeout: Duration,
-    breaker: CircuitBreaker,
+    breaker: Breakers,
     limits: Limits,
     scan_count: u32,
     scripts: Scripts,
@@ -205,7 +209,8 @@ impl RedisCacheBuilder {
         let invalid = |e: redis::RedisError| {
             Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
         };
-        let conn = if cluster || self.cluster {
+        let cluster = cluster || self.cluster;
+        let conn = if cluster {
             let client = redis::cluster::ClusterClientBuilder::new(seeds)
                 // A redirection or a failover is retried inside the operation's deadline.
                 .retries(2)
@@ -232,7 +237,7 @@ impl RedisCacheBuilder {
             inner: Arc::new(Inner {
                 conn,
                 timeout: self.timeout,
-                breaker: CircuitBreaker::new(self.breaker),
+                breaker: Breakers::new(self.breaker, cluster),
                 limits: self.limits,
                 scan_count: self.scan_count,
                 scripts: Scripts::new(),
@@ -275,7 +280,7 @@ impl RedisCache {
         Self::builder(url).connect().await
     }
 
-    /// Whether the circuit breaker is open right now.
+    /// Whether the circuit breaker is open right now (on a cluster: any of them).
     pub fn is_circuit_open(&self) -> bool {
         self.inner.breaker.is_open()
     }
@@ -339,10 +344,7 @@ impl RedisCache {
                     // UNLINK's count is what was actually deleted: a key SCAN returns twice, or
                     // one that expired meanwhile, is not counted. (On a cluster the crate splits
                     // it by slot.)
-                    let n: u64 = self
-                        .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
-                        .await?;
-                    report.deleted += n;
+                    report.deleted += self.unlink(&keys).await?;
                 }
                 progress(report);
                 if next == 0 {
@@ -378,6 +380,32 @@ impl RedisCache {
         self.run(label, invocation.invoke_async(&mut conn)).await
     }
 
+    /// `UNLINK`s `keys`, one command per slot on a cluster; how many existed.
+    async fn unlink<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        if !self.is_cluster() {
+            return self.unlink_part(&keys).await;
+        }
+        let groups = by_slot(&keys);
+        let parts = groups.iter().map(|(part, _)| self.unlink_part(part));
+        Ok(futures::future::try_join_all(parts)
+            .await?
+            .into_iter()
+            .sum())
+    }
+
+    /// `UNLINK` of keys in one slot (or on a standalone server).
+    async fn unlink_part(&self, keys: &[&[u8]]) -> Result<u64> {
+        let mut conn = self.conn();
+        let breaker = self.inner.breaker.for_keys(keys.iter());
+        self.run_behind(
+            breaker,
+            None,
+            redis::cmd("UNLINK").arg(keys).query_async(&mut conn),
+        )
+        .await
+    }
+
     fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
@@ -394,7 +422,9 @@ impl RedisCache {
             cmd.ignore();
         }
         let mut conn = self.conn();
-        self.run(None, pipe.query_async::<()>(&mut conn)).await
+        let breaker = self.inner.breaker.for_keys(entries.iter().map(|(k, _)| *k));
+        self.run_behind(breaker, None, pipe.query_async::<()>(&mut conn))
+            .await
     }
 
     /// Whether this cache talks to a Redis Cluster.
@@ -402,13 +432,33 @@ impl RedisCache {
         self.inner.conn.is_cluster()
     }
 
-    /// Runs one round trip under the breaker and the deadline.
+    /// Runs one round trip on `key` (a label for errors, and which breaker on a cluster) under
+    /// the breaker and the deadline.
     async fn run<T>(
         &self,
         key: Option<&str>,
         op: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        let permit = self.inner.breaker.acquire(Instant::now)?;
+        self.run_behind(self.inner.breaker.for_keys(key), key, op)
+            .await
+    }
+
+    /// [`run`](Self::run) behind a chosen breaker.
+    async fn run_behind<T>(
+        &self,
+        breaker: &CircuitBreaker,
+        key: Option<&str>,
+        op: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        let permit = match breaker.acquire(Instant::now) {
+            Ok(permit) => permit,
+            Err(e) => {
+                // A refusal returns without awaiting anything; without spending budget a caller
+                // retrying in a loop would never yield and could starve the runtime's workers.
+                tokio::task::consume_budget().await;
+                return Err(e);
+            }
+        };
         let outcome = match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(convert::error(e)),
@@ -431,6 +481,48 @@ impl RedisCache {
     fn check_keys(&self, keys: &[&str]) -> Result<()> {
         keys.iter().try_for_each(|k| self.inner.limits.check_key(k))
     }
+}
+
+/// Something with a key, grouped by [`by_slot`].
+trait Keyed {
+    fn key_bytes(&self) -> &[u8];
+}
+
+impl Keyed for &str {
+    fn key_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Keyed for &[u8] {
+    fn key_bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Keyed for (&str, Bytes) {
+    fn key_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// `items` grouped by the hash slot of their keys, groups in order of first appearance, each
+/// with the positions its items had in `items`.
+fn by_slot<T: Keyed + Clone>(items: &[T]) -> Vec<(Vec<T>, Vec<usize>)> {
+    let mut index: HashMap<u16, usize> = HashMap::new();
+    let mut groups: Vec<(Vec<T>, Vec<usize>)> = Vec::new();
+    for (at, item) in items.iter().enumerate() {
+        let slot = breaker::slot(item.key_bytes());
+        let g = *index.entry(slot).or_insert_with(|| {
+            groups.push((Vec::new(), Vec::new()));
+            groups.len() - 1
+        });
+        if let Some((members, positions)) = groups.get_mut(g) {
+            members.push(item.clone());
+            positions.push(at);
+        }
+    }
+    groups
 }
 
 /// The seed URLs of `url`, and whether they name a cluster: several comma-separated URLs, or a
@@ -527,9 +619,7 @@ impl Cache for RedisCache {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn();
-        self.run(None, redis::cmd("UNLINK").arg(keys).query_async(&mut conn))
-            .await
+        self.unlink(keys).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -549,9 +639,41 @@ impl Cache for RedisCache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
-        self.run(None, redis::cmd("MGET").arg(keys).query_async(&mut conn))
+        if !self.is_cluster() {
+            let mut conn = self.conn();
+            return self
+                .run(None, redis::cmd("MGET").arg(keys).query_async(&mut conn))
+                .await;
+        }
+        let groups = by_slot(keys);
+        let parts = groups.iter().map(|(part, _)| async move {
+            let mut conn = self.conn();
+            let breaker = self.inner.breaker.for_keys(part.iter());
+            self.run_behind(
+                breaker,
+                None,
+                redis::cmd("MGET")
+                    .arg(part)
+                    .query_async::<Vec<Option<Bytes>>>(&mut conn),
+            )
             .await
+        });
+        let replies = futures::future::try_join_all(parts).await?;
+        let mut values = vec![None; keys.len()];
+        for ((_, positions), reply) in groups.iter().zip(replies) {
+            if reply.len() != positions.len() {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "MGET answered with a different number of values than keys",
+                ));
+            }
+            for (&at, value) in positions.iter().zip(reply) {
+                if let Some(slot) = values.get_mut(at) {
+                    *slot = value;
+                }
+            }
+        }
+        Ok(values)
     }
 
     async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
@@ -567,16 +689,11 @@ impl Cache for RedisCache {
             return self.set_many_atomic(entries, ttl).await;
         }
         // MULTI cannot span slots: one transaction per slot, all in parallel.
-        let mut by_slot: HashMap<Slot, Vec<(&str, Bytes)>> = HashMap::new();
-        for (key, value) in entries {
-            by_slot
-                .entry(Slot::for_key(key))
-                .or_default()
-                .push((key, value.clone()));
-        }
-        let writes = by_slot
-            .values()
-            .map(|group| self.set_many_atomic(group, ttl));
+        let groups = by_slot(entries);
+        let writes = groups.iter().map(|(group, _)| async move {
+            let group: Vec<(&str, Bytes)> = group.iter().map(|(k, v)| (*k, v.clone())).collect();
+            self.set_many_atomic(&group, ttl).await
+        });
         futures::future::try_join_all(writes).await.map(drop)
     }
 
