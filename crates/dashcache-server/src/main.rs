@@ -100,6 +100,9 @@ struct BenchArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
+    /// Keys per get-many.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +219,7 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 duration: Duration::from_secs(args.duration_secs),
                 keys: args.keys,
                 value_size: args.value_size,
+                batch: args.batch,
             })
             .await?,
         ),

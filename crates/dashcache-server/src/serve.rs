@@ -49,9 +49,14 @@ pub async fn build_state(
             }
             Some(builder) => {
                 let redis = builder.build()?;
+                let backend = if redis.is_cluster() {
+                    "redis-cluster"
+                } else {
+                    "redis"
+                };
                 (
                     Arc::new(redis.clone()),
-                    "redis",
+                    backend,
                     RateLimiter::redis(redis, keys),
                 )
             }

@@ -177,9 +177,9 @@ impl std::fmt::Debug for AppState {
 type Loaded<T> = Result<T, LoadFailure>;
 
 impl AppState {
-    /// The state over `db` and the cache `backend_cache` (`backend` names it: `"memory"` or
-    /// `"redis"`), configured by `settings`, limiting requests with `rate_limits` (see
-    /// [`crate::rate_limits`]).
+    /// The state over `db` and the cache `backend_cache` (`backend` names it: `"memory"`,
+    /// `"redis"`, `"redis-cluster"` or `"none"`), configured by `settings`, limiting requests
+    /// with `rate_limits` (see [`crate::rate_limits`]).
     ///
     /// # Errors
     /// When the key prefix or namespaces cannot be declared (the settings validated them).

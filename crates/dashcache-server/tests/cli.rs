@@ -1,10 +1,11 @@
-//! The `dashcache` binary: help and version, `config check`, `keys`, `bench`, and the drill.
+//! The `dashcache` binary: help and version, `config check`, `keys`, `bench`, `serve` on a
+//! Redis Cluster, and the drill.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a panic is how a test fails
 
 use std::process::Command;
 
-use dashcache_testkit::RedisServer;
+use dashcache_testkit::{RedisCluster, RedisServer};
 
 fn dashcache(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dashcache"));
@@ -207,4 +208,80 @@ fn the_drill_serves_through_a_dead_and_a_frozen_redis() {
         );
         assert_eq!(cells[3], "0", "non-2xx in {phase}: {out}");
     }
+}
+
+#[test]
+fn bench_and_serve_take_a_cluster_url() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (ok, out, err) = dashcache(
+        &[
+            "bench",
+            "--url",
+            &url,
+            "--ops",
+            "get,get-many",
+            "--batch",
+            "1000",
+            "--duration-secs",
+            "1",
+            "--keys",
+            "2000",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("redis cluster"), "{out}");
+    assert!(out.contains("get-many of 1000"), "{out}");
+    assert!(out.contains("| GetMany | raw redis |"), "{out}");
+    assert!(!err.contains("bench:"), "operations failed: {err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_dashcache"))
+        .args(["serve", "--listen", &listen])
+        .env("REDIS_URL", &url)
+        .env("DATABASE_URL", "sqlite::memory:")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let health = loop {
+        if let Some(reply) = http_get(&listen, "/health") {
+            break reply;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let users = http_get(&listen, "/api/v1/users/u1");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#""status":"healthy""#), "{health}");
+    assert!(health.contains(r#""backend":"redis-cluster""#), "{health}");
+    let users = users.unwrap();
+    assert!(users.starts_with("HTTP/1.1 "), "{users}");
+    assert!(!users.starts_with("HTTP/1.1 5"), "{users}");
+}
+
+/// A GET over a plain socket; the whole reply, or `None` when nothing listens yet.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    Some(reply)
 }

@@ -1,5 +1,5 @@
 //! The reference service, route by route, with `oneshot`: on the embedded cache and on a
-//! spawned Redis, over SQLite.
+//! spawned Redis and on a spawned Redis Cluster, over SQLite.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a panic is how a test fails
 
@@ -11,7 +11,7 @@ use common::{TestApp, assert_problem, sqlite_app};
 use dashcache_testkit::RedisServer;
 use serde_json::json;
 
-/// One test per backend for each scenario `async fn(&TestApp)`.
+/// One test per backend (memory, Redis, Redis Cluster) for each scenario `async fn(&TestApp)`.
 macro_rules! on_both_caches {
     ($($scenario:ident),* $(,)?) => {
         $(
@@ -26,6 +26,13 @@ macro_rules! on_both_caches {
                 async fn redis() {
                     let server = dashcache_testkit::RedisServer::start();
                     let app = super::sqlite_app(Some(server.url())).await;
+                    super::$scenario(&app).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster() {
+                    let cluster = dashcache_testkit::RedisCluster::start();
+                    let app = super::sqlite_app(Some(cluster.url())).await;
                     super::$scenario(&app).await;
                 }
             }

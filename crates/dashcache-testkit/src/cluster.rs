@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::server::{RedisServer, free_port};
+use crate::server::{RedisServer, free_port, reserve};
 
 /// Six `redis-server` processes on free loopback ports (each with its cluster bus port, +10000,
 /// free too), formed into a cluster of three masters with a replica each, waited on until
@@ -161,11 +161,14 @@ impl RedisCluster {
     }
 }
 
-/// A port whose cluster bus port (+10000) is free too.
+/// A port whose cluster bus port (+10000) is free too; both reserved for good.
 fn cluster_port() -> u16 {
     loop {
         let port = free_port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        if port < 55_000
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+            && reserve(port + 10_000)
+        {
             return port;
         }
     }

@@ -272,12 +272,32 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and that no other server of this process
+/// was given before.
+///
+/// Never handing a port out twice matters when tests run in parallel: a server killed by one
+/// test frees its port, and a server started by another test on that port would answer the
+/// first test's clients — which reconnect to it — with another server's data.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral loopback port");
+        if reserve(port) {
+            return port;
+        }
+    }
+}
+
+/// Marks `port` as handed out; false when it already was.
+pub(crate) fn reserve(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(port)
 }
 
 /// One blocking `PING` with short timeouts: true when the server answers it (`+PONG`, or

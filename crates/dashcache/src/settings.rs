@@ -604,21 +604,67 @@ fn parse_number(value: &str, spec: &Spec) -> Result<u64, String> {
 
 fn check_url(url: &str) -> Result<(), String> {
     const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
-    let allowed = "a URL such as redis://[user:password@]host:port[/db]".to_owned();
-    if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+    let allowed = "a URL such as redis://[user:password@]host:port[/db], or a cluster's: \
+                   redis+cluster://host:port or comma-separated seed URLs"
+        .to_owned();
+    let (seeds, cluster) = cluster_seeds(url);
+    if seeds.is_empty() {
         return Err(allowed);
     }
-    #[cfg(feature = "redis")]
-    {
-        use redis::IntoConnectionInfo;
-        url.into_connection_info()
-            .map_err(|e| format!("{allowed} ({e})"))?;
+    for seed in &seeds {
+        if !SCHEMES.iter().any(|s| seed.starts_with(s)) {
+            return Err(allowed);
+        }
+        if cluster && !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+            return Err(format!("{allowed} (a cluster is reached over TCP)"));
+        }
+        #[cfg(feature = "redis")]
+        {
+            use redis::IntoConnectionInfo;
+            seed.as_str()
+                .into_connection_info()
+                .map_err(|e| format!("{allowed} ({e})"))?;
+        }
     }
     Ok(())
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// The seed URLs of a `REDIS_URL`, and whether it names a cluster: several comma-separated
+/// URLs, or a `redis+cluster://` / `rediss+cluster://` one (returned as `redis://` /
+/// `rediss://`). What [`RedisCache::builder`](crate::RedisCache::builder) does with a URL, for
+/// tools that open their own connections next to a cache.
+///
+/// ```
+/// use dashcache::settings::cluster_seeds;
+/// assert_eq!(cluster_seeds("redis://a:1"), (vec!["redis://a:1".to_owned()], false));
+/// assert_eq!(
+///     cluster_seeds("redis://a:1, redis://b:2"),
+///     (vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()], true)
+/// );
+/// assert_eq!(cluster_seeds("redis+cluster://a:1"), (vec!["redis://a:1".to_owned()], true));
+/// ```
+pub fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
+    let seeds: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replacen("redis+cluster://", "redis://", 1).replacen(
+                "rediss+cluster://",
+                "rediss://",
+                1,
+            )
+        })
+        .collect();
+    let cluster = seeds.len() > 1 || url.contains("+cluster://");
+    (seeds, cluster)
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`; each URL of a comma-separated list.
 pub(crate) fn mask_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(mask_url).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -667,6 +713,10 @@ mod tests {
         assert_eq!(mask_url("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(mask_url("redis://pw@h"), "redis://***@h");
         assert_eq!(mask_url("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            mask_url("redis://:pw@a:1,redis://u:pw2@b:2"),
+            "redis://:***@a:1,redis://u:***@b:2"
+        );
         assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
     }
 }

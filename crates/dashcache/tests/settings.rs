@@ -213,3 +213,32 @@ fn env_example_documents_every_variable() {
         CacheSettings::from_sources(Vec::<(String, String)>::new(), None).unwrap()
     );
 }
+
+#[test]
+fn cluster_urls_are_accepted_and_checked_seed_by_seed() {
+    for url in [
+        "redis+cluster://10.0.0.1:7000",
+        "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+        "redis://:pw@a:7000, redis://:pw@b:7001",
+    ] {
+        let s = load(&[("REDIS_URL", url)], None).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(s.redis_url.as_deref(), Some(url.trim()));
+    }
+    for url in [
+        "redis://a:7000,http://b:7000",
+        "redis://a:7000,unix:///tmp/redis.sock",
+        ",",
+    ] {
+        let err = load(&[("REDIS_URL", url)], None).unwrap_err();
+        assert!(err.contains("REDIS_URL"), "{url}: {err}");
+    }
+    let err = load(
+        &[("REDIS_URL", "redis://:hunter2@a:1,http://:hunter3@b:2")],
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        !err.contains("hunter2") && !err.contains("hunter3"),
+        "{err}"
+    );
+}

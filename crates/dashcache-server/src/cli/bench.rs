@@ -18,7 +18,7 @@ pub enum BenchOp {
     Get,
     /// One SET with a TTL.
     Set,
-    /// MGET of 100 keys.
+    /// MGET of `--batch` keys (100 by default).
     GetMany,
     /// INCRBY.
     Incr,
@@ -27,7 +27,8 @@ pub enum BenchOp {
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// `redis://…`, or `None` for the embedded cache (against raw moka).
+    /// `redis://…` (or a cluster's: `redis+cluster://…`, comma-separated seeds), or `None` for
+    /// the embedded cache (against raw moka).
     pub url: Option<String>,
     /// The operations.
     pub ops: Vec<BenchOp>,
@@ -39,6 +40,8 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Value size in bytes.
     pub value_size: usize,
+    /// Keys per get-many.
+    pub batch: usize,
 }
 
 const TTL_SECS: u64 = 600;
@@ -46,6 +49,7 @@ const TTL_SECS: u64 = 600;
 struct Data {
     keys: Vec<String>,
     value: Bytes,
+    batch: usize,
 }
 
 /// Runs the comparison; the table.
@@ -53,8 +57,10 @@ struct Data {
 /// # Errors
 /// When Redis cannot be reached.
 pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
+    let batch = options.batch.max(1);
     let data = Arc::new(Data {
-        keys: (0..options.keys.max(100))
+        batch,
+        keys: (0..options.keys.max(batch))
             .map(|i| format!("bench:{i}"))
             .collect(),
         value: Bytes::from(vec![b'x'; options.value_size]),
@@ -71,21 +77,26 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
     let bar = ProgressBar::new((options.ops.len() * rounds * 2) as u64)
         .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
     let (backend, pairs) = match &options.url {
+        Some(url) if dashcache::settings::cluster_seeds(url).1 => (
+            "redis cluster",
+            redis_sides(url, &data, &options.ops).await?,
+        ),
         Some(url) => ("redis", redis_sides(url, &data, &options.ops).await?),
         None => ("memory", memory_sides(&data, &options.ops).await?),
     };
-    let baseline = if backend == "redis" {
+    let baseline = if options.url.is_some() {
         "raw redis"
     } else {
         "raw moka"
     };
     let mut out = vec![
         format!(
-            "dashcache bench: {backend}, concurrency {}, {} rounds of {round:?} per side, {} keys, {} B values",
+            "dashcache bench: {backend}, concurrency {}, {} rounds of {round:?} per side, {} keys, {} B values, get-many of {}",
             plan.concurrency,
             plan.rounds,
             data.keys.len(),
-            options.value_size
+            options.value_size,
+            data.batch
         ),
         "| operation | side | ops/s | p50 | p99 | ratio |".into(),
         "|---|---|---|---|---|---|".into(),
@@ -128,10 +139,27 @@ async fn redis_sides(url: &str, data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pai
         .timeout(Duration::from_secs(2))
         .connect()
         .await?;
-    let raw = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
     prefill(&cache, data).await?;
+    // The baseline is the raw client the way it is used without dashcache: a multiplexed
+    // connection, or the cluster client for a cluster (which splits MGET by slot itself).
+    let (seeds, cluster) = dashcache::settings::cluster_seeds(url);
+    if cluster {
+        let raw = redis::cluster::ClusterClient::new(seeds)?
+            .get_async_connection()
+            .await?;
+        Ok(raw_pairs(&cache, raw, data, ops))
+    } else {
+        let raw = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        Ok(raw_pairs(&cache, raw, data, ops))
+    }
+}
+
+fn raw_pairs<C>(cache: &RedisCache, raw: C, data: &Arc<Data>, ops: &[BenchOp]) -> Pairs
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     let mut pairs = Vec::new();
     for &op in ops {
         let ours = cache_op(Arc::new(cache.clone()), data, op);
@@ -149,7 +177,7 @@ async fn redis_sides(url: &str, data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pai
                         .arg(d.value.as_ref())
                         .arg("PX")
                         .arg(TTL_SECS * 1000),
-                    BenchOp::GetMany => cmd.arg("MGET").arg(&d.keys[batch(i, d.keys.len())]),
+                    BenchOp::GetMany => cmd.arg("MGET").arg(&d.keys[d.batch(i)]),
                     BenchOp::Incr => cmd.arg("INCRBY").arg("bench:counter").arg(1),
                 };
                 let _: redis::Value = cmd.query_async(&mut raw).await.unwrap_or(redis::Value::Nil);
@@ -157,7 +185,7 @@ async fn redis_sides(url: &str, data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pai
         });
         pairs.push((op, [ours, theirs]));
     }
-    Ok(pairs)
+    pairs
 }
 
 async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliError> {
@@ -184,7 +212,7 @@ async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliErr
                     }
                     BenchOp::Set => raw.insert(key.clone(), d.value.clone()),
                     BenchOp::GetMany => {
-                        for k in &d.keys[batch(i, d.keys.len())] {
+                        for k in &d.keys[d.batch(i)] {
                             raw.get(k);
                         }
                     }
@@ -206,10 +234,12 @@ async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliErr
     Ok(pairs)
 }
 
-/// The 100 keys of batch `i`.
-fn batch(i: usize, n: usize) -> std::ops::Range<usize> {
-    let start = (i * 100) % (n - 99);
-    start..start + 100
+impl Data {
+    /// The keys of batch `i`.
+    fn batch(&self, i: usize) -> std::ops::Range<usize> {
+        let start = (i * self.batch) % (self.keys.len() - self.batch + 1);
+        start..start + self.batch
+    }
 }
 
 async fn prefill(cache: &dyn Cache, data: &Data) -> Result<(), CliError> {
@@ -234,10 +264,7 @@ fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
                 BenchOp::Get => cache.get(key).await.map(drop),
                 BenchOp::Set => cache.set(key, d.value.clone(), Ttl::secs(TTL_SECS)).await,
                 BenchOp::GetMany => {
-                    let batch: Vec<&str> = d.keys[batch(i, d.keys.len())]
-                        .iter()
-                        .map(String::as_str)
-                        .collect();
+                    let batch: Vec<&str> = d.keys[d.batch(i)].iter().map(String::as_str).collect();
                     cache.get_many(&batch).await.map(drop)
                 }
                 BenchOp::Incr => cache.increment("bench:counter", 1, None).await.map(drop),

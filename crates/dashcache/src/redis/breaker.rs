@@ -132,6 +132,26 @@ impl Breakers {
         group.and_then(|g| self.groups.get(g)).unwrap_or(&self.wide)
     }
 
+    /// The breakers of the ranges of `slots`, each once (the wide one for a standalone
+    /// server).
+    pub(crate) fn for_slots(&self, slots: impl IntoIterator<Item = u16>) -> Vec<&CircuitBreaker> {
+        if self.groups.is_empty() {
+            return vec![&self.wide];
+        }
+        let mut seen = [false; (SLOTS / SLOTS_PER_GROUP) as usize];
+        let mut breakers = Vec::new();
+        for slot in slots {
+            let g = usize::from(slot / SLOTS_PER_GROUP);
+            if let (Some(flag), Some(b)) = (seen.get_mut(g), self.groups.get(g))
+                && !*flag
+            {
+                *flag = true;
+                breakers.push(b);
+            }
+        }
+        breakers
+    }
+
     /// Whether any breaker is open.
     pub(crate) fn is_open(&self) -> bool {
         self.wide.is_open() || self.groups.iter().any(CircuitBreaker::is_open)
@@ -252,6 +272,17 @@ impl Permit<'_> {
             Err(e) if e.is_transient() => self.breaker.on_failure(self.probe, now()),
             _ => self.breaker.on_success(),
         }
+        if self.probe {
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Gives the permit back unused (a sibling breaker refused the operation): no verdict, and a
+    /// probe can be taken again at once.
+    pub(crate) fn abandon(mut self) {
+        self.recorded = true;
         if self.probe {
             self.breaker.probing.store(false, Ordering::Release);
         }

@@ -37,7 +37,7 @@ mod scripts;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -45,7 +45,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
 
-use conn::Conn;
+use conn::{Conn, SlotMap};
 
 pub use breaker::BreakerConfig;
 use breaker::{Breakers, CircuitBreaker};
@@ -53,7 +53,7 @@ use scripts::Scripts;
 
 use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 use crate::error::{Error, ErrorKind, Result};
-use crate::settings::mask_url;
+use crate::settings::{cluster_seeds, mask_url};
 
 /// What [`RedisCache::sweep`] does with the keys it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,9 @@ struct Inner {
     limits: Limits,
     scan_count: u32,
     scripts: Scripts,
+    /// Which master serves each slot (cluster only), for splitting batches by node; dropped
+    /// when a batch finds it stale.
+    slot_map: std::sync::Mutex<Option<Arc<SlotMap>>>,
     /// The URL with any password masked, for Debug and error messages.
     display_url: String,
 }
@@ -241,6 +244,7 @@ impl RedisCacheBuilder {
                 limits: self.limits,
                 scan_count: self.scan_count,
                 scripts: Scripts::new(),
+                slot_map: std::sync::Mutex::new(None),
                 display_url,
             }),
         })
@@ -380,30 +384,20 @@ impl RedisCache {
         self.run(label, invocation.invoke_async(&mut conn)).await
     }
 
-    /// `UNLINK`s `keys`, one command per slot on a cluster; how many existed.
+    /// `UNLINK`s `keys` (split by slot on a cluster); how many existed.
     async fn unlink<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
         if !self.is_cluster() {
-            return self.unlink_part(&keys).await;
+            let mut conn = self.conn();
+            return self
+                .run(None, redis::cmd("UNLINK").arg(&keys).query_async(&mut conn))
+                .await;
         }
-        let groups = by_slot(&keys);
-        let parts = groups.iter().map(|(part, _)| self.unlink_part(part));
-        Ok(futures::future::try_join_all(parts)
-            .await?
-            .into_iter()
-            .sum())
-    }
-
-    /// `UNLINK` of keys in one slot (or on a standalone server).
-    async fn unlink_part(&self, keys: &[&[u8]]) -> Result<u64> {
-        let mut conn = self.conn();
-        let breaker = self.inner.breaker.for_keys(keys.iter());
-        self.run_behind(
-            breaker,
-            None,
-            redis::cmd("UNLINK").arg(keys).query_async(&mut conn),
-        )
-        .await
+        let mut deleted = 0;
+        for (_, reply) in self.per_slot("UNLINK", &keys).await? {
+            deleted += parse::<u64>(reply)?;
+        }
+        Ok(deleted)
     }
 
     fn conn(&self) -> Conn {
@@ -459,18 +453,7 @@ impl RedisCache {
                 return Err(e);
             }
         };
-        let outcome = match tokio::time::timeout(self.inner.timeout, op).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(convert::error(e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no answer from {} within {} ms",
-                    self.inner.display_url,
-                    self.inner.timeout.as_millis()
-                ),
-            )),
-        };
+        let outcome = self.within_deadline(op).await;
         permit.record(&outcome, Instant::now);
         match (outcome, key) {
             (Err(e), Some(key)) if e.key().is_none() => Err(e.with_key(key)),
@@ -478,9 +461,247 @@ impl RedisCache {
         }
     }
 
+    /// [`run_behind`](Self::run_behind) several breakers: refused when any is open, and the
+    /// outcome recorded on each.
+    async fn run_behind_all<T>(
+        &self,
+        breakers: &[&CircuitBreaker],
+        op: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        let permits = acquire_all(breakers).await?;
+        let outcome = self.within_deadline(op).await;
+        permits
+            .into_iter()
+            .for_each(|p| p.record(&outcome, Instant::now));
+        outcome
+    }
+
+    async fn within_deadline<T>(&self, op: impl Future<Output = RedisResult<T>>) -> Result<T> {
+        match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(convert::error(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "no answer from {} within {} ms",
+                self.inner.display_url,
+                self.inner.timeout.as_millis()
+            ),
+        )
+    }
+
+    /// Sends `command` with the keys of each slot, on a cluster: the commands for one master in
+    /// one pipeline, the masters in parallel, all within one deadline. Returns each slot's
+    /// reply with the positions of its keys in `keys`.
+    ///
+    /// The masters come from a cached slot map. A part that fails for a reason other than the
+    /// deadline or an open breaker — the node is gone, the slot moved — drops the map and is
+    /// retried one command per slot through the crate's own routing, which follows `MOVED`.
+    async fn per_slot(&self, command: &str, keys: &[&[u8]]) -> Result<Vec<(Vec<usize>, Value)>> {
+        let work = async {
+            let groups = by_slot(keys);
+            let map = self.slot_map().await;
+            let mut by_node: HashMap<usize, Vec<usize>> = HashMap::new();
+            let mut unmapped = Vec::new();
+            for (g, group) in groups.iter().enumerate() {
+                match map.as_ref().and_then(|m| m.node_of(group.slot)) {
+                    Some(node) => by_node.entry(node).or_default().push(g),
+                    None => unmapped.push(g),
+                }
+            }
+            let parts = by_node
+                .into_values()
+                .map(|members| self.node_part(command, &groups, members));
+            let mut replies: Vec<(Vec<usize>, Value)> = Vec::with_capacity(groups.len());
+            for part in futures::future::try_join_all(parts).await? {
+                replies.extend(part);
+            }
+            if !unmapped.is_empty() {
+                replies.extend(self.slot_by_slot(command, &groups, &unmapped).await?);
+            }
+            Ok(replies)
+        };
+        tokio::time::timeout(self.inner.timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    /// One master's share of [`per_slot`](Self::per_slot): `members` (indices in `groups`) in
+    /// one pipeline, routed to the master of the first one's slot.
+    async fn node_part(
+        &self,
+        command: &str,
+        groups: &[SlotGroup<&[u8]>],
+        members: Vec<usize>,
+    ) -> Result<Vec<(Vec<usize>, Value)>> {
+        let mut pipeline = redis::pipe();
+        let mut slots = Vec::with_capacity(members.len());
+        for &g in &members {
+            if let Some(group) = groups.get(g) {
+                pipeline.cmd(command).arg(&group.items);
+                slots.push(group.slot);
+            }
+        }
+        let Some(&first) = slots.first() else {
+            return Ok(Vec::new());
+        };
+        let breakers = self.inner.breaker.for_slots(slots.iter().copied());
+        let permits = acquire_all(&breakers).await?;
+        let mut conn = self.conn();
+        let sent = tokio::time::timeout(
+            self.inner.timeout,
+            conn.pipeline_on_slot(first, pipeline, members.len()),
+        )
+        .await;
+        let values = match sent {
+            Ok(Err(e)) if is_rerouting(&e) => {
+                // The map was stale (a slot moved, a replica was promoted): nothing was learnt
+                // about the nodes' health, so no verdict; slot by slot, the crate's routing
+                // follows the redirections.
+                permits.into_iter().for_each(breaker::Permit::abandon);
+                self.forget_slot_map();
+                return self.slot_by_slot(command, groups, &members).await;
+            }
+            Ok(sent) => {
+                let sent = sent.map_err(convert::error);
+                permits
+                    .into_iter()
+                    .for_each(|p| p.record(&sent, Instant::now));
+                match sent {
+                    Ok(values) if values.len() == members.len() => values,
+                    Ok(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Backend,
+                            "a pipeline answered with a different number of replies than commands",
+                        ));
+                    }
+                    Err(e) => {
+                        if e.is_transient() {
+                            // The node is gone or going: the next batch asks for a new map.
+                            self.forget_slot_map();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Err(_) => {
+                let outcome: Result<()> = Err(self.timed_out());
+                permits
+                    .into_iter()
+                    .for_each(|p| p.record(&outcome, Instant::now));
+                return outcome.map(|()| Vec::new());
+            }
+        };
+        let mut replies = Vec::with_capacity(members.len());
+        let mut redirected = Vec::new();
+        for (g, value) in members.into_iter().zip(values) {
+            match (value, groups.get(g)) {
+                // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the map is stale or the slot in motion.
+                (Value::ServerError(_), _) => redirected.push(g),
+                (value, Some(group)) => replies.push((group.positions.clone(), value)),
+                (_, None) => {}
+            }
+        }
+        if !redirected.is_empty() {
+            self.forget_slot_map();
+            replies.extend(self.slot_by_slot(command, groups, &redirected).await?);
+        }
+        Ok(replies)
+    }
+
+    /// `command` once per group of `members`, each routed by the crate, in parallel.
+    async fn slot_by_slot(
+        &self,
+        command: &str,
+        groups: &[SlotGroup<&[u8]>],
+        members: &[usize],
+    ) -> Result<Vec<(Vec<usize>, Value)>> {
+        let parts = members
+            .iter()
+            .filter_map(|&g| groups.get(g))
+            .map(|group| async move {
+                let mut conn = self.conn();
+                let breakers = self.inner.breaker.for_slots([group.slot]);
+                let value: Value = self
+                    .run_behind_all(
+                        &breakers,
+                        redis::cmd(command).arg(&group.items).query_async(&mut conn),
+                    )
+                    .await?;
+                Ok::<_, Error>((group.positions.clone(), value))
+            });
+        futures::future::try_join_all(parts).await
+    }
+
+    /// The cached slot map, fetched when there is none; `None` when it cannot be had (the
+    /// caller then routes slot by slot).
+    async fn slot_map(&self) -> Option<Arc<SlotMap>> {
+        let cached = self
+            .inner
+            .slot_map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if cached.is_some() {
+            return cached;
+        }
+        let mut conn = self.conn();
+        let map = Arc::new(self.run(None, conn.slot_map()).await.ok()?);
+        if map.nodes.is_empty() {
+            return None;
+        }
+        *self
+            .inner
+            .slot_map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&map));
+        Some(map)
+    }
+
+    fn forget_slot_map(&self) {
+        *self
+            .inner
+            .slot_map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     fn check_keys(&self, keys: &[&str]) -> Result<()> {
         keys.iter().try_for_each(|k| self.inner.limits.check_key(k))
     }
+}
+
+/// Whether `e` says the command went to the wrong node (not that a node failed): a
+/// redirection, or no connection to the node the map named.
+fn is_rerouting(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    matches!(
+        e.kind(),
+        K::ClusterConnectionNotFound | K::Server(S::Moved | S::Ask)
+    )
+}
+
+/// A permit from each of `breakers`, or `CircuitOpen` (and none taken) when one is open.
+async fn acquire_all<'b>(breakers: &[&'b CircuitBreaker]) -> Result<Vec<breaker::Permit<'b>>> {
+    let mut permits = Vec::with_capacity(breakers.len());
+    for breaker in breakers {
+        match breaker.acquire(Instant::now) {
+            Ok(permit) => permits.push(permit),
+            Err(e) => {
+                permits.into_iter().for_each(breaker::Permit::abandon);
+                // Refused without awaiting anything: spend budget so a caller retrying in a
+                // loop still yields.
+                tokio::task::consume_budget().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(permits)
 }
 
 /// Something with a key, grouped by [`by_slot`].
@@ -506,42 +727,38 @@ impl Keyed for (&str, Bytes) {
     }
 }
 
-/// `items` grouped by the hash slot of their keys, groups in order of first appearance, each
-/// with the positions its items had in `items`.
-fn by_slot<T: Keyed + Clone>(items: &[T]) -> Vec<(Vec<T>, Vec<usize>)> {
+/// Items whose keys share a hash slot, with the positions they had in the batch.
+struct SlotGroup<T> {
+    slot: u16,
+    items: Vec<T>,
+    positions: Vec<usize>,
+}
+
+/// `items` grouped by the hash slot of their keys, groups in order of first appearance.
+fn by_slot<T: Keyed + Clone>(items: &[T]) -> Vec<SlotGroup<T>> {
     let mut index: HashMap<u16, usize> = HashMap::new();
-    let mut groups: Vec<(Vec<T>, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<SlotGroup<T>> = Vec::new();
     for (at, item) in items.iter().enumerate() {
         let slot = breaker::slot(item.key_bytes());
         let g = *index.entry(slot).or_insert_with(|| {
-            groups.push((Vec::new(), Vec::new()));
+            groups.push(SlotGroup {
+                slot,
+                items: Vec::new(),
+                positions: Vec::new(),
+            });
             groups.len() - 1
         });
-        if let Some((members, positions)) = groups.get_mut(g) {
-            members.push(item.clone());
-            positions.push(at);
+        if let Some(group) = groups.get_mut(g) {
+            group.items.push(item.clone());
+            group.positions.push(at);
         }
     }
     groups
 }
 
-/// The seed URLs of `url`, and whether they name a cluster: several comma-separated URLs, or a
-/// `redis+cluster://` / `rediss+cluster://` one.
-fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
-    let seeds: Vec<String> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.replacen("redis+cluster://", "redis://", 1).replacen(
-                "rediss+cluster://",
-                "rediss://",
-                1,
-            )
-        })
-        .collect();
-    let cluster = seeds.len() > 1 || url.contains("+cluster://");
-    (seeds, cluster)
+/// A reply as `T`, or a `Backend` error saying what did not fit.
+fn parse<T: redis::FromRedisValue>(value: Value) -> Result<T> {
+    T::from_redis_value(value).map_err(|e| convert::error(e.into()))
 }
 
 /// A TTL as a script argument: milliseconds, or `''` for no expiry.
@@ -645,29 +862,17 @@ impl Cache for RedisCache {
                 .run(None, redis::cmd("MGET").arg(keys).query_async(&mut conn))
                 .await;
         }
-        let groups = by_slot(keys);
-        let parts = groups.iter().map(|(part, _)| async move {
-            let mut conn = self.conn();
-            let breaker = self.inner.breaker.for_keys(part.iter());
-            self.run_behind(
-                breaker,
-                None,
-                redis::cmd("MGET")
-                    .arg(part)
-                    .query_async::<Vec<Option<Bytes>>>(&mut conn),
-            )
-            .await
-        });
-        let replies = futures::future::try_join_all(parts).await?;
+        let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let mut values = vec![None; keys.len()];
-        for ((_, positions), reply) in groups.iter().zip(replies) {
+        for (positions, reply) in self.per_slot("MGET", &bytes).await? {
+            let reply: Vec<Option<Bytes>> = parse(reply)?;
             if reply.len() != positions.len() {
                 return Err(Error::new(
                     ErrorKind::Backend,
                     "MGET answered with a different number of values than keys",
                 ));
             }
-            for (&at, value) in positions.iter().zip(reply) {
+            for (at, value) in positions.into_iter().zip(reply) {
                 if let Some(slot) = values.get_mut(at) {
                     *slot = value;
                 }
@@ -690,10 +895,9 @@ impl Cache for RedisCache {
         }
         // MULTI cannot span slots: one transaction per slot, all in parallel.
         let groups = by_slot(entries);
-        let writes = groups.iter().map(|(group, _)| async move {
-            let group: Vec<(&str, Bytes)> = group.iter().map(|(k, v)| (*k, v.clone())).collect();
-            self.set_many_atomic(&group, ttl).await
-        });
+        let writes = groups
+            .iter()
+            .map(|group| self.set_many_atomic(&group.items, ttl));
         futures::future::try_join_all(writes).await.map(drop)
     }
 
