@@ -53,7 +53,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Redis (`redis://host:port`); the embedded cache when absent.
+    /// Redis (`redis://host:port`), or a cluster (`redis+cluster://host:port` or comma-separated
+    /// seed URLs); the embedded cache when absent.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
     /// The database: a SQLite file (created on first run) or `postgres://…`.
@@ -77,7 +78,8 @@ struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// `redis://…`; the embedded cache (against raw moka) when absent.
+    /// `redis://…` or a cluster URL (as for `serve`); the embedded cache (against raw moka)
+    /// when absent.
     #[arg(long, env = "REDIS_URL")]
     url: Option<String>,
     /// Operations to measure.
