@@ -105,6 +105,37 @@ impl RedisCluster {
         node
     }
 
+    /// A manual failover (`CLUSTER FAILOVER` on its replica): master `index` of
+    /// [`masters`](Self::masters) and its replica swap roles with no data lost, and clients'
+    /// slot maps go stale. Returns the promoted node's index once it serves as master.
+    ///
+    /// # Panics
+    /// When there is no such master, it has no replica, or the swap does not happen in 10 s.
+    pub fn promote_replica_of(&self, index: usize) -> usize {
+        let master = self.masters()[index];
+        let master_port = self.nodes[master].port();
+        let replica = self
+            .nodes
+            .iter()
+            .position(|n| {
+                n.pid().is_some()
+                    && info(n.port(), "replication").contains(&format!("master_port:{master_port}"))
+            })
+            .unwrap_or_else(|| panic!("the master on {master_port} has no replica"));
+        let reply = cli(self.nodes[replica].port(), &["CLUSTER", "FAILOVER"]);
+        assert!(reply.contains("OK"), "CLUSTER FAILOVER: {reply}");
+        let start = Instant::now();
+        while !info(self.nodes[replica].port(), "replication").contains("role:master") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the replica was not promoted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_until_ok(Duration::from_secs(10));
+        replica
+    }
+
     /// Waits until every live node reports `cluster_state:ok` and a master for each slot
     /// range; how long it took.
     ///

@@ -119,6 +119,51 @@ async fn scripts_reload_after_noscript_on_any_node() {
     }
 }
 
+/// A manual failover moves slots to another node under a client whose slot map is cached:
+/// batches of every kind still answer correctly, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_follow_a_failover_the_client_has_not_seen() {
+    let cluster = RedisCluster::start();
+    let cache = cluster_cache(&cluster, Duration::from_secs(5)).await;
+    let keys: Vec<String> = (0..500).map(|i| format!("moved:{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let value = |round: u8| Bytes::from(vec![b'a' + round; 8]);
+    let entries =
+        |round: u8| -> Vec<(&str, Bytes)> { refs.iter().map(|k| (*k, value(round))).collect() };
+    cache.set_many(&entries(0), Ttl::secs(60)).await.unwrap();
+    assert!(
+        cache
+            .get_many(&refs)
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_some)
+    );
+
+    for round in 1..=3u8 {
+        tokio::task::block_in_place(|| cluster.promote_replica_of(0));
+        cache
+            .set_many(&entries(round), Ttl::secs(60))
+            .await
+            .unwrap();
+        let got = cache.get_many(&refs).await.unwrap();
+        assert!(
+            got.iter().all(|v| v.as_ref() == Some(&value(round))),
+            "round {round}"
+        );
+    }
+    tokio::task::block_in_place(|| cluster.promote_replica_of(1));
+    assert_eq!(cache.delete_many(&refs).await.unwrap(), 500);
+    assert!(
+        cache
+            .get_many(&refs)
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_none)
+    );
+}
+
 /// A master dies under load: operations on its slots fail fast, within the deadline, while the
 /// other masters' keys keep working; after its replica takes over everything succeeds again
 /// with the same client.

@@ -13,21 +13,24 @@
 //! URL, or [`RedisCacheBuilder::cluster`]. Every method keeps its contract, with these
 //! specifics:
 //!
-//! - `get_many` and `delete_many` are split by hash slot (a command may not span slots), all
-//!   parts sent at once — they share each node's connection, so a batch costs about one round
-//!   trip per node, in parallel — and reassembled in order. A batch fails as a whole when a part
-//!   fails; `delete_many` then leaves deleted what its other parts deleted;
-//! - `set_many` is one `MULTI` per slot, all in parallel: all or nothing *within a slot*; across
-//!   slots, a failure can leave some slots written and others not (give keys one hash tag with
-//!   [`Keys::tagged_key`](crate::Keys::tagged_key) when they must be written together);
+//! - `get_many` and `delete_many` are split by hash slot (a command may not span slots): the
+//!   commands for one master go as one pipeline, the masters in parallel, all within one
+//!   deadline, and the replies are reassembled in order. Which master serves a slot comes from
+//!   a cached `CLUSTER SHARDS` map; when it is stale (a failover, a resharding) the affected
+//!   slots are re-sent one by one through the `redis` crate's routing, which follows `MOVED`. A
+//!   batch fails as a whole when a part fails; `delete_many` then leaves deleted what its other
+//!   parts deleted;
+//! - `set_many` is one `MULTI` per slot, sent the same way: all or nothing *within a slot*;
+//!   across slots, a failure can leave some slots written and others not (give keys one hash
+//!   tag with [`Keys::tagged_key`](crate::Keys::tagged_key) when they must be written together);
 //! - `delete_pattern` sweeps every master;
 //! - `write_if` is one script, so its keys must share a slot (a hash tag): otherwise it is
 //!   refused with `InvalidArgument` and nothing is written;
-//! - the circuit breaker is kept per range of hash slots: while one master fails over, the
-//!   operations on its slots fail fast and the others go on. An operation whose keys span ranges
-//!   (a `get_many` of unrelated keys, `delete_pattern`, `ping`) goes through a cluster-wide
-//!   breaker, which opens when such operations keep failing — during a failover, most of them
-//!   would touch the failed master anyway.
+//! - the circuit breaker is kept per range of 64 hash slots: while one master fails over, the
+//!   operations on its slots fail fast and the others go on. A batch passes the breakers of
+//!   every range it touches (refused at once if one is open) and its outcome on a master counts
+//!   for that master's ranges. Operations without keys (`delete_pattern`'s scans, `ping`) go
+//!   through a cluster-wide breaker.
 
 mod breaker;
 mod conn;
@@ -394,7 +397,11 @@ impl RedisCache {
                 .await;
         }
         let mut deleted = 0;
-        for (_, reply) in self.per_slot("UNLINK", &keys).await? {
+        let unlink = |pipe: &mut redis::Pipeline, group: &SlotGroup<&[u8]>| {
+            pipe.cmd("UNLINK").arg(&group.items);
+            1
+        };
+        for (_, reply) in self.per_slot(&keys, &unlink).await? {
             deleted += parse::<u64>(reply)?;
         }
         Ok(deleted)
@@ -495,16 +502,21 @@ impl RedisCache {
         )
     }
 
-    /// Sends `command` with the keys of each slot, on a cluster: the commands for one master in
-    /// one pipeline, the masters in parallel, all within one deadline. Returns each slot's
-    /// reply with the positions of its keys in `keys`.
+    /// Runs a batch on a cluster: `build` appends one slot group's commands to a pipeline and
+    /// says how many it appended; the commands for one master go in one pipeline, the masters
+    /// in parallel, all within one deadline. Returns each group's positions in the batch and
+    /// the reply of its last command.
     ///
-    /// The masters come from a cached slot map. A part that fails for a reason other than the
-    /// deadline or an open breaker — the node is gone, the slot moved — drops the map and is
-    /// retried one command per slot through the crate's own routing, which follows `MOVED`.
-    async fn per_slot(&self, command: &str, keys: &[&[u8]]) -> Result<Vec<(Vec<usize>, Value)>> {
+    /// The masters come from a cached slot map. A part that went to the wrong node — the map
+    /// was stale, a replica was promoted — drops the map and is re-sent one slot group at a
+    /// time, routed by the crate, which follows `MOVED`.
+    async fn per_slot<T: Keyed + Clone + Sync>(
+        &self,
+        items: &[T],
+        build: &(dyn Fn(&mut redis::Pipeline, &SlotGroup<T>) -> usize + Sync),
+    ) -> Result<Vec<(Vec<usize>, Value)>> {
         let work = async {
-            let groups = by_slot(keys);
+            let groups = by_slot(items);
             let map = self.slot_map().await;
             let mut by_node: HashMap<usize, Vec<usize>> = HashMap::new();
             let mut unmapped = Vec::new();
@@ -516,13 +528,13 @@ impl RedisCache {
             }
             let parts = by_node
                 .into_values()
-                .map(|members| self.node_part(command, &groups, members));
+                .map(|members| self.node_part(&groups, members, build));
             let mut replies: Vec<(Vec<usize>, Value)> = Vec::with_capacity(groups.len());
             for part in futures::future::try_join_all(parts).await? {
                 replies.extend(part);
             }
             if !unmapped.is_empty() {
-                replies.extend(self.slot_by_slot(command, &groups, &unmapped).await?);
+                replies.extend(self.group_by_group(&groups, &unmapped, build).await?);
             }
             Ok(replies)
         };
@@ -533,39 +545,41 @@ impl RedisCache {
 
     /// One master's share of [`per_slot`](Self::per_slot): `members` (indices in `groups`) in
     /// one pipeline, routed to the master of the first one's slot.
-    async fn node_part(
+    async fn node_part<T: Keyed + Clone + Sync>(
         &self,
-        command: &str,
-        groups: &[SlotGroup<&[u8]>],
+        groups: &[SlotGroup<T>],
         members: Vec<usize>,
+        build: &(dyn Fn(&mut redis::Pipeline, &SlotGroup<T>) -> usize + Sync),
     ) -> Result<Vec<(Vec<usize>, Value)>> {
         let mut pipeline = redis::pipe();
-        let mut slots = Vec::with_capacity(members.len());
+        // Per member: its group and how many replies are its own.
+        let mut parts: Vec<(&SlotGroup<T>, usize)> = Vec::with_capacity(members.len());
         for &g in &members {
             if let Some(group) = groups.get(g) {
-                pipeline.cmd(command).arg(&group.items);
-                slots.push(group.slot);
+                parts.push((group, build(&mut pipeline, group)));
             }
         }
-        let Some(&first) = slots.first() else {
+        let Some(first) = parts.first().map(|(group, _)| group.slot) else {
             return Ok(Vec::new());
         };
-        let breakers = self.inner.breaker.for_slots(slots.iter().copied());
+        let count: usize = parts.iter().map(|(_, n)| n).sum();
+        let breakers = self
+            .inner
+            .breaker
+            .for_slots(parts.iter().map(|(group, _)| group.slot));
         let permits = acquire_all(&breakers).await?;
         let mut conn = self.conn();
         let sent = tokio::time::timeout(
             self.inner.timeout,
-            conn.pipeline_on_slot(first, pipeline, members.len()),
+            conn.pipeline_on_slot(first, pipeline, count),
         )
         .await;
         let values = match sent {
             Ok(Err(e)) if is_rerouting(&e) => {
-                // The map was stale (a slot moved, a replica was promoted): nothing was learnt
-                // about the nodes' health, so no verdict; slot by slot, the crate's routing
-                // follows the redirections.
+                // The map was stale: nothing was learnt about the nodes' health, so no verdict.
                 permits.into_iter().for_each(breaker::Permit::abandon);
                 self.forget_slot_map();
-                return self.slot_by_slot(command, groups, &members).await;
+                return self.group_by_group(groups, &members, build).await;
             }
             Ok(sent) => {
                 let sent = sent.map_err(convert::error);
@@ -573,13 +587,8 @@ impl RedisCache {
                     .into_iter()
                     .for_each(|p| p.record(&sent, Instant::now));
                 match sent {
-                    Ok(values) if values.len() == members.len() => values,
-                    Ok(_) => {
-                        return Err(Error::new(
-                            ErrorKind::Backend,
-                            "a pipeline answered with a different number of replies than commands",
-                        ));
-                    }
+                    Ok(values) if values.len() == count => values,
+                    Ok(_) => return Err(mismatched()),
                     Err(e) => {
                         if e.is_transient() {
                             // The node is gone or going: the next batch asks for a new map.
@@ -597,43 +606,59 @@ impl RedisCache {
                 return outcome.map(|()| Vec::new());
             }
         };
-        let mut replies = Vec::with_capacity(members.len());
+        let mut values = values.into_iter();
+        let mut replies = Vec::with_capacity(parts.len());
         let mut redirected = Vec::new();
-        for (g, value) in members.into_iter().zip(values) {
-            match (value, groups.get(g)) {
-                // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the map is stale or the slot in motion.
-                (Value::ServerError(_), _) => redirected.push(g),
-                (value, Some(group)) => replies.push((group.positions.clone(), value)),
-                (_, None) => {}
+        for ((group, n), &g) in parts.into_iter().zip(&members) {
+            let own: Vec<Value> = values.by_ref().take(n).collect();
+            // MOVED, ASK, TRYAGAIN, CLUSTERDOWN, EXECABORT: the map is stale or the slot in
+            // motion; a transaction refused at queueing time wrote nothing.
+            if own.iter().any(|v| matches!(v, Value::ServerError(_))) {
+                redirected.push(g);
+            } else if let Some(last) = own.into_iter().last() {
+                replies.push((group.positions.clone(), last));
             }
         }
         if !redirected.is_empty() {
             self.forget_slot_map();
-            replies.extend(self.slot_by_slot(command, groups, &redirected).await?);
+            replies.extend(self.group_by_group(groups, &redirected, build).await?);
         }
         Ok(replies)
     }
 
-    /// `command` once per group of `members`, each routed by the crate, in parallel.
-    async fn slot_by_slot(
+    /// The groups `members` one pipeline each, routed by the crate to their slot's master, in
+    /// parallel.
+    async fn group_by_group<T: Keyed + Clone + Sync>(
         &self,
-        command: &str,
-        groups: &[SlotGroup<&[u8]>],
+        groups: &[SlotGroup<T>],
         members: &[usize],
+        build: &(dyn Fn(&mut redis::Pipeline, &SlotGroup<T>) -> usize + Sync),
     ) -> Result<Vec<(Vec<usize>, Value)>> {
         let parts = members
             .iter()
             .filter_map(|&g| groups.get(g))
             .map(|group| async move {
+                let mut pipeline = redis::pipe();
+                let count = build(&mut pipeline, group);
                 let mut conn = self.conn();
                 let breakers = self.inner.breaker.for_slots([group.slot]);
-                let value: Value = self
+                let values = self
                     .run_behind_all(
                         &breakers,
-                        redis::cmd(command).arg(&group.items).query_async(&mut conn),
+                        conn.pipeline_on_slot(group.slot, pipeline, count),
                     )
                     .await?;
-                Ok::<_, Error>((group.positions.clone(), value))
+                if values.len() != count {
+                    return Err(mismatched());
+                }
+                let mut last = Value::Nil;
+                for value in values {
+                    if let Value::ServerError(e) = value {
+                        return Err(convert::error(e.into()));
+                    }
+                    last = value;
+                }
+                Ok::<_, Error>((group.positions.clone(), last))
             });
         futures::future::try_join_all(parts).await
     }
@@ -756,6 +781,13 @@ fn by_slot<T: Keyed + Clone>(items: &[T]) -> Vec<SlotGroup<T>> {
     groups
 }
 
+fn mismatched() -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        "a pipeline answered with a different number of replies than commands",
+    )
+}
+
 /// A reply as `T`, or a `Backend` error saying what did not fit.
 fn parse<T: redis::FromRedisValue>(value: Value) -> Result<T> {
     T::from_redis_value(value).map_err(|e| convert::error(e.into()))
@@ -864,7 +896,11 @@ impl Cache for RedisCache {
         }
         let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let mut values = vec![None; keys.len()];
-        for (positions, reply) in self.per_slot("MGET", &bytes).await? {
+        let mget = |pipe: &mut redis::Pipeline, group: &SlotGroup<&[u8]>| {
+            pipe.cmd("MGET").arg(&group.items);
+            1
+        };
+        for (positions, reply) in self.per_slot(&bytes, &mget).await? {
             let reply: Vec<Option<Bytes>> = parse(reply)?;
             if reply.len() != positions.len() {
                 return Err(Error::new(
@@ -893,12 +929,28 @@ impl Cache for RedisCache {
         if !self.is_cluster() {
             return self.set_many_atomic(entries, ttl).await;
         }
-        // MULTI cannot span slots: one transaction per slot, all in parallel.
-        let groups = by_slot(entries);
-        let writes = groups
-            .iter()
-            .map(|group| self.set_many_atomic(&group.items, ttl));
-        futures::future::try_join_all(writes).await.map(drop)
+        // MULTI cannot span slots: one transaction per slot, a master's in one pipeline.
+        let transaction = |pipe: &mut redis::Pipeline, group: &SlotGroup<(&str, Bytes)>| {
+            pipe.cmd("MULTI");
+            for (key, value) in &group.items {
+                let set = pipe.cmd("SET").arg(*key).arg(value.as_ref());
+                if let Some(ms) = ttl {
+                    set.arg("PX").arg(ms);
+                }
+            }
+            pipe.cmd("EXEC");
+            group.items.len() + 2
+        };
+        for (_, reply) in self.per_slot(entries, &transaction).await? {
+            // EXEC's replies; `Nil` would mean the transaction was discarded.
+            if !matches!(reply, Value::Array(_)) {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "a set_many transaction was not executed",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
