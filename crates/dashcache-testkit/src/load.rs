@@ -158,6 +158,30 @@ pub fn latency<const N: usize>(rounds: &[[Turn; N]], i: usize) -> (Duration, Dur
     (pick(|t| t.p50), pick(|t| t.p99))
 }
 
+/// The `main` of a hand-rolled bench target: runs `run` on a runtime with `workers` worker
+/// threads (0: the current thread only), unless the target was started by `cargo test
+/// --benches` or `--list` (then there is nothing to measure).
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn bench_main<F: Future<Output = ()>>(workers: usize, run: impl FnOnce() -> F) {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .expect("build the bench runtime");
+    rt.block_on(run());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,16 +53,7 @@ impl RedisServer {
     /// # Panics
     /// As [`RedisServer::start`].
     pub fn start_with_args(args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dashcache-redis-")
-            .tempdir()
-            .expect("create a temporary directory for redis-server");
-        let mut server = Self {
-            dir,
-            port: 0,
-            child: None,
-            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
-        };
+        let mut server = Self::unstarted(0, args);
         // Another process may take the free port between our probe and redis' bind: retry on a
         // fresh port a few times.
         let mut last_error = String::new();
@@ -84,20 +75,25 @@ impl RedisServer {
     /// # Panics
     /// As [`RedisServer::start`].
     pub fn start_on(port: u16, args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dashcache-redis-")
-            .tempdir()
-            .expect("create a temporary directory for redis-server");
-        let mut server = Self {
-            dir,
-            port,
-            child: None,
-            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
-        };
+        let mut server = Self::unstarted(port, args);
         if let Err(e) = server.spawn_and_wait() {
             panic!("{e}");
         }
         server
+    }
+
+    /// The server's temporary directory and configuration, no process yet.
+    fn unstarted(port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dashcache-redis-")
+            .tempdir()
+            .expect("create a temporary directory for redis-server");
+        Self {
+            dir,
+            port,
+            child: None,
+            extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
+        }
     }
 
     /// The port it listens on (loopback only).

@@ -19,16 +19,7 @@ const VICTIMS: usize = 10_000;
 const READERS: usize = 4;
 
 fn main() {
-    // `cargo test --benches` runs bench targets once as tests: nothing to measure then.
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    dashcache_testkit::load::bench_main(2, run);
 }
 
 async fn run() {

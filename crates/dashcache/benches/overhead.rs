@@ -33,14 +33,7 @@ impl From<LoaderTimeout> for Never {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    dashcache_testkit::load::bench_main(0, run);
 }
 
 async fn run() {

@@ -19,14 +19,7 @@ use governor::{Quota, RateLimiter as Governor};
 const KEYS: usize = 10_000;
 
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    dashcache_testkit::load::bench_main(0, run);
 }
 
 fn ids() -> Arc<Vec<String>> {

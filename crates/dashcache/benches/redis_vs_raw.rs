@@ -50,15 +50,8 @@ fn data() -> Arc<Data> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return;
-    }
     // One client thread: on a 2-core machine the other core belongs to redis-server.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+    dashcache_testkit::load::bench_main(0, run);
 }
 
 async fn run() {

@@ -110,26 +110,17 @@ impl Breakers {
         }
     }
 
-    /// The breaker for an operation on `keys` (all of them, or a representative when the
-    /// caller knows they share a slot): their range's when they all fall in one, else the wide
-    /// one.
-    pub(crate) fn for_keys<K: AsRef<[u8]>>(
-        &self,
-        keys: impl IntoIterator<Item = K>,
-    ) -> &CircuitBreaker {
-        if self.groups.is_empty() {
-            return &self.wide;
+    /// The breaker for an operation on `key` (or on keys sharing its slot): its range's on a
+    /// cluster; the wide one for a standalone server or an operation without a key.
+    pub(crate) fn for_key(&self, key: Option<&str>) -> &CircuitBreaker {
+        match key {
+            // No hashing on a standalone server: this is on every operation's path.
+            Some(k) if !self.groups.is_empty() => self
+                .groups
+                .get(usize::from(slot(k.as_bytes()) / SLOTS_PER_GROUP))
+                .unwrap_or(&self.wide),
+            _ => &self.wide,
         }
-        let mut group = None;
-        for key in keys {
-            let g = usize::from(slot(key.as_ref()) / SLOTS_PER_GROUP);
-            match group {
-                None => group = Some(g),
-                Some(seen) if seen == g => {}
-                Some(_) => return &self.wide,
-            }
-        }
-        group.and_then(|g| self.groups.get(g)).unwrap_or(&self.wide)
     }
 
     /// The breakers of the ranges of `slots`, each once (the wide one for a standalone
@@ -319,17 +310,21 @@ mod tests {
         let config = BreakerConfig::default().with_failure_threshold(1);
         let breakers = Breakers::new(config, true);
         let t0 = Instant::now();
-        fail(breakers.for_keys(["foo"]), t0);
-        assert!(breakers.for_keys(["foo"]).is_open());
+        fail(breakers.for_key(Some("foo")), t0);
+        assert!(breakers.for_key(Some("foo")).is_open());
         assert!(breakers.is_open());
-        assert!(!breakers.for_keys(["bar"]).is_open());
-        assert!(!breakers.for_keys(["foo", "bar"]).is_open(), "the wide one");
-        assert!(breakers.for_keys(["{foo}:a", "{foo}:b"]).is_open());
+        assert!(!breakers.for_key(Some("bar")).is_open());
+        assert!(!breakers.for_key(None).is_open(), "the wide one");
+        assert!(breakers.for_key(Some("{foo}:a")).is_open());
+        let foo = slot(b"foo");
+        let bar = slot(b"bar");
+        assert_eq!(breakers.for_slots([foo, bar, foo]).len(), 2);
+        assert!(breakers.for_slots([foo, bar]).iter().any(|b| b.is_open()));
 
         let single = Breakers::new(config, false);
-        fail(single.for_keys(["foo"]), t0);
+        fail(single.for_key(Some("foo")), t0);
         assert!(
-            single.for_keys(["bar"]).is_open(),
+            single.for_key(Some("bar")).is_open(),
             "one server, one breaker"
         );
     }

@@ -411,23 +411,6 @@ impl RedisCache {
         self.inner.conn.clone()
     }
 
-    /// `entries` in one `MULTI` (one slot on a cluster), with `ttl` in ms already checked.
-    async fn set_many_atomic(&self, entries: &[(&str, Bytes)], ttl: Option<u64>) -> Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, value) in entries {
-            let cmd = pipe.cmd("SET").arg(*key).arg(value.as_ref());
-            if let Some(ms) = ttl {
-                cmd.arg("PX").arg(ms);
-            }
-            cmd.ignore();
-        }
-        let mut conn = self.conn();
-        let breaker = self.inner.breaker.for_keys(entries.iter().map(|(k, _)| *k));
-        self.run_behind(breaker, None, pipe.query_async::<()>(&mut conn))
-            .await
-    }
-
     /// Whether this cache talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.inner.conn.is_cluster()
@@ -440,25 +423,9 @@ impl RedisCache {
         key: Option<&str>,
         op: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        self.run_behind(self.inner.breaker.for_keys(key), key, op)
-            .await
-    }
-
-    /// [`run`](Self::run) behind a chosen breaker.
-    async fn run_behind<T>(
-        &self,
-        breaker: &CircuitBreaker,
-        key: Option<&str>,
-        op: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T> {
-        let permit = match breaker.acquire(Instant::now) {
+        let permit = match self.inner.breaker.for_key(key).acquire(Instant::now) {
             Ok(permit) => permit,
-            Err(e) => {
-                // A refusal returns without awaiting anything; without spending budget a caller
-                // retrying in a loop would never yield and could starve the runtime's workers.
-                tokio::task::consume_budget().await;
-                return Err(e);
-            }
+            Err(e) => return Err(refused(e).await),
         };
         let outcome = self.within_deadline(op).await;
         permit.record(&outcome, Instant::now);
@@ -468,7 +435,7 @@ impl RedisCache {
         }
     }
 
-    /// [`run_behind`](Self::run_behind) several breakers: refused when any is open, and the
+    /// [`run`](Self::run) behind several breakers: refused when any is open, and the
     /// outcome recorded on each.
     async fn run_behind_all<T>(
         &self,
@@ -574,36 +541,28 @@ impl RedisCache {
             conn.pipeline_on_slot(first, pipeline, count),
         )
         .await;
-        let values = match sent {
+        let sent = match sent {
             Ok(Err(e)) if is_rerouting(&e) => {
                 // The map was stale: nothing was learnt about the nodes' health, so no verdict.
                 permits.into_iter().for_each(breaker::Permit::abandon);
                 self.forget_slot_map();
                 return self.group_by_group(groups, &members, build).await;
             }
-            Ok(sent) => {
-                let sent = sent.map_err(convert::error);
-                permits
-                    .into_iter()
-                    .for_each(|p| p.record(&sent, Instant::now));
-                match sent {
-                    Ok(values) if values.len() == count => values,
-                    Ok(_) => return Err(mismatched()),
-                    Err(e) => {
-                        if e.is_transient() {
-                            // The node is gone or going: the next batch asks for a new map.
-                            self.forget_slot_map();
-                        }
-                        return Err(e);
-                    }
+            Ok(sent) => sent.map_err(convert::error),
+            Err(_) => Err(self.timed_out()),
+        };
+        permits
+            .into_iter()
+            .for_each(|p| p.record(&sent, Instant::now));
+        let values = match sent {
+            Ok(values) if values.len() == count => values,
+            Ok(_) => return Err(mismatched()),
+            Err(e) => {
+                if e.is_transient() {
+                    // The node may be gone: the next batch asks for a new map.
+                    self.forget_slot_map();
                 }
-            }
-            Err(_) => {
-                let outcome: Result<()> = Err(self.timed_out());
-                permits
-                    .into_iter()
-                    .for_each(|p| p.record(&outcome, Instant::now));
-                return outcome.map(|()| Vec::new());
+                return Err(e);
             }
         };
         let mut values = values.into_iter();
@@ -711,7 +670,15 @@ fn is_rerouting(e: &redis::RedisError) -> bool {
     )
 }
 
-/// A permit from each of `breakers`, or `CircuitOpen` (and none taken) when one is open.
+/// A breaker's refusal, after spending budget: a refusal returns without awaiting anything, and
+/// a caller retrying in a loop would otherwise never yield and could starve the runtime's
+/// workers.
+async fn refused(e: Error) -> Error {
+    tokio::task::consume_budget().await;
+    e
+}
+
+/// A permit from each of `breakers`, or `CircuitOpen` (and none kept) when one is open.
 async fn acquire_all<'b>(breakers: &[&'b CircuitBreaker]) -> Result<Vec<breaker::Permit<'b>>> {
     let mut permits = Vec::with_capacity(breakers.len());
     for breaker in breakers {
@@ -719,10 +686,7 @@ async fn acquire_all<'b>(breakers: &[&'b CircuitBreaker]) -> Result<Vec<breaker:
             Ok(permit) => permits.push(permit),
             Err(e) => {
                 permits.into_iter().for_each(breaker::Permit::abandon);
-                // Refused without awaiting anything: spend budget so a caller retrying in a
-                // loop still yields.
-                tokio::task::consume_budget().await;
-                return Err(e);
+                return Err(refused(e).await);
             }
         }
     }
@@ -800,6 +764,20 @@ fn ttl_arg(invocation: &mut redis::ScriptInvocation<'_>, ttl: Ttl) -> Result<()>
         None => invocation.arg(""),
     };
     Ok(())
+}
+
+/// Appends `SET key value [PX ttl]` to `pipe`.
+fn queue_set<'p>(
+    pipe: &'p mut redis::Pipeline,
+    key: &str,
+    value: &Bytes,
+    ttl_millis: Option<u64>,
+) -> &'p mut redis::Pipeline {
+    pipe.cmd("SET").arg(key).arg(value.as_ref());
+    if let Some(ms) = ttl_millis {
+        pipe.arg("PX").arg(ms);
+    }
+    pipe
 }
 
 /// `SET`'s expiry arguments for a TTL already checked by [`Ttl::to_millis`].
@@ -894,13 +872,12 @@ impl Cache for RedisCache {
                 .run(None, redis::cmd("MGET").arg(keys).query_async(&mut conn))
                 .await;
         }
-        let bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let mut values = vec![None; keys.len()];
-        let mget = |pipe: &mut redis::Pipeline, group: &SlotGroup<&[u8]>| {
+        let mget = |pipe: &mut redis::Pipeline, group: &SlotGroup<&str>| {
             pipe.cmd("MGET").arg(&group.items);
             1
         };
-        for (positions, reply) in self.per_slot(&bytes, &mget).await? {
+        for (positions, reply) in self.per_slot(keys, &mget).await? {
             let reply: Vec<Option<Bytes>> = parse(reply)?;
             if reply.len() != positions.len() {
                 return Err(Error::new(
@@ -927,16 +904,19 @@ impl Cache for RedisCache {
             return Ok(());
         }
         if !self.is_cluster() {
-            return self.set_many_atomic(entries, ttl).await;
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (key, value) in entries {
+                queue_set(&mut pipe, key, value, ttl).ignore();
+            }
+            let mut conn = self.conn();
+            return self.run(None, pipe.query_async::<()>(&mut conn)).await;
         }
         // MULTI cannot span slots: one transaction per slot, a master's in one pipeline.
         let transaction = |pipe: &mut redis::Pipeline, group: &SlotGroup<(&str, Bytes)>| {
             pipe.cmd("MULTI");
             for (key, value) in &group.items {
-                let set = pipe.cmd("SET").arg(*key).arg(value.as_ref());
-                if let Some(ms) = ttl {
-                    set.arg("PX").arg(ms);
-                }
+                queue_set(pipe, key, value, ttl);
             }
             pipe.cmd("EXEC");
             group.items.len() + 2
