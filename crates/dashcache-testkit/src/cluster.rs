@@ -3,7 +3,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::server::{RedisServer, free_port, reserve};
+use crate::process::{free_port, reserve};
+use crate::server::RedisServer;
 
 /// Six `redis-server` processes on free loopback ports (each with its cluster bus port, +10000,
 /// free too), formed into a cluster of three masters with a replica each, waited on until
@@ -23,27 +24,7 @@ impl RedisCluster {
     /// When a node does not start, `redis-cli` is missing, or the cluster does not settle
     /// within 30 s; the message carries what the tools said.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
-                let port = cluster_port();
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        // A replica that never finished its first sync will not stand for
-                        // election; the default 5 s delay would leave a window where killing a
-                        // master loses its slots for good.
-                        "--repl-diskless-sync-delay",
-                        "0",
-                    ],
-                )
-            })
-            .collect();
+        let nodes: Vec<RedisServer> = (0..6).map(|_| start_node()).collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
@@ -105,12 +86,24 @@ impl RedisCluster {
         node
     }
 
+    /// Restarts node `index` (killed by [`kill_master`](Self::kill_master)) on its port with
+    /// its cluster configuration: it rejoins as a replica of the master that took its slots.
+    /// Returns once every shard has a synced replica again.
+    ///
+    /// # Panics
+    /// When the node does not start, or the replicas do not sync within 30 s.
+    pub fn restart_node(&mut self, index: usize) {
+        self.nodes[index].restart();
+        self.wait_until_ok(Duration::from_secs(30));
+        self.wait_for_replicas(Duration::from_secs(30));
+    }
+
     /// A manual failover (`CLUSTER FAILOVER` on its replica): master `index` of
     /// [`masters`](Self::masters) and its replica swap roles with no data lost, and clients'
     /// slot maps go stale. Returns the promoted node's index once it serves as master.
     ///
     /// # Panics
-    /// When there is no such master, it has no replica, or the swap does not happen in 10 s.
+    /// When there is no such master, it has no replica, or the swap does not happen in 30 s.
     pub fn promote_replica_of(&self, index: usize) -> usize {
         let master = self.masters()[index];
         let master_port = self.nodes[master].port();
@@ -122,13 +115,41 @@ impl RedisCluster {
                     && info(n.port(), "replication").contains(&format!("master_port:{master_port}"))
             })
             .unwrap_or_else(|| panic!("the master on {master_port} has no replica"));
-        let reply = cli(self.nodes[replica].port(), &["CLUSTER", "FAILOVER"]);
-        assert!(reply.contains("OK"), "CLUSTER FAILOVER: {reply}");
+        let replica_port = self.nodes[replica].port();
+        let promoted = |port: u16| info(port, "replication").contains("role:master");
+        let synced = |port: u16| info(port, "replication").contains("master_link_status:up");
+        let master_id = cli(master_port, &["CLUSTER", "MYID"]).trim().to_owned();
+        // A master ignores a manual failover request from a node it does not count among its
+        // replicas yet — a node that was itself a master a moment ago, say.
+        let listed = || {
+            cli(master_port, &["CLUSTER", "REPLICAS", &master_id])
+                .contains(&format!(":{replica_port}@"))
+        };
         let start = Instant::now();
-        while !info(self.nodes[replica].port(), "replication").contains("role:master") {
+        // A manual failover also needs the masters' votes, and a master votes for one shard's
+        // replicas at most once per two node timeouts: retry until it takes.
+        while !promoted(replica_port) {
             assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the replica was not promoted"
+                start.elapsed() < Duration::from_secs(30),
+                "the replica on {replica_port} was not promoted: {}",
+                info(replica_port, "replication")
+            );
+            if !synced(replica_port) || !listed() {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let reply = cli(replica_port, &["CLUSTER", "FAILOVER"]);
+            assert!(reply.contains("OK"), "CLUSTER FAILOVER: {reply}");
+            let asked = Instant::now();
+            while !promoted(replica_port) && asked.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // The old master follows the new one before anything else changes.
+        while !synced(master_port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the old master did not resync"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -192,10 +213,41 @@ impl RedisCluster {
     }
 }
 
+/// Every node's configuration.
+const NODE_ARGS: &[&str] = &[
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+    // A replica that never finished its first sync will not stand for election; the default
+    // 5 s delay would leave a window where killing a master loses its slots for good.
+    "--repl-diskless-sync-delay",
+    "0",
+    // What a cache cluster should run with: while one shard fails over, the others keep
+    // serving their keys (the default stops the whole cluster).
+    "--cluster-require-full-coverage",
+    "no",
+];
+
+/// One cluster node on a free port; another process may take the port between the probe and
+/// the server's bind, so a failed start is retried on a fresh port.
+fn start_node() -> RedisServer {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match RedisServer::try_start_on(cluster_port(), NODE_ARGS) {
+            Ok(node) => return node,
+            Err(e) => last_error = e,
+        }
+    }
+    panic!("a cluster node did not start: {last_error}")
+}
+
 /// A port whose cluster bus port (+10000) is free too; both reserved for good.
 fn cluster_port() -> u16 {
     loop {
-        let port = free_port();
+        let port = free_port().unwrap_or_else(|e| panic!("{e}"));
         if port < 55_000
             && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
             && reserve(port + 10_000)

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn t() {
-//! use std::sync::Arc;
+//! use std::sync::{Arc, OnceLock};
 //! dashcache_testkit::conformance::run(Arc::new(dashcache::MemoryCache::new())).await;
 //! # }
 //! ```
@@ -14,13 +14,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashcache::{Cache, CacheExt, Condition, ErrorKind, KeyTtl, Limits, Ttl, Write};
+use dashcache::{
+    Cache, CacheExt, Clock, Condition, ErrorKind, KeyTtl, Limits, MemoryCache, Ttl, Write,
+};
 use futures::future::join_all;
+
+use crate::{RedisCluster, RedisServer};
 
 /// What a case gets: the cache under test and its own key namespace.
 #[derive(Debug, Clone)]
@@ -28,12 +32,22 @@ pub struct Ctx {
     /// The backend under test.
     pub cache: Arc<dyn Cache>,
     ns: String,
+    /// The backend's manual clock, when it has one (a case of its own on a memory cache).
+    clock: Option<Clock>,
 }
 
 impl Ctx {
     /// A key under this case's namespace.
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.ns)
+    }
+
+    /// Lets `d` pass for the cache: a manual clock is advanced; otherwise real time passes.
+    pub async fn wait(&self, d: Duration) {
+        match &self.clock {
+            Some(clock) => clock.advance(d),
+            None => tokio::time::sleep(d).await,
+        }
     }
 
     /// A key under this case's namespace with the case's hash tag: on a cluster, every
@@ -48,61 +62,176 @@ type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// One named case of the suite.
 pub type Case = (&'static str, fn(Ctx) -> CaseFuture);
 
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        /// Every case of the suite, by name.
-        pub fn cases() -> Vec<Case> {
-            vec![$((stringify!($name), |ctx| Box::pin($name(ctx)) as CaseFuture)),*]
+/// Expands `$crate::__conformance_expand!($($mode)* ; every case, by name)`: the one list of
+/// the suite, behind both [`cases`] and [`conformance_tests!`](crate::conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($($mode:tt)*) => {
+        $crate::__conformance_expand! { $($mode)* ;
+            get_miss_is_none,
+            set_then_get_round_trips_any_bytes,
+            set_overwrites_value_and_ttl,
+            ttl_expiry_is_real,
+            ttl_reports_missing_persistent_and_remaining,
+            set_if_absent_writes_once,
+            take_returns_the_value_once,
+            take_of_a_set_is_wrong_type_and_keeps_it,
+            delete_reports_removal,
+            delete_many_counts_removed_keys,
+            exists_sees_every_type,
+            get_many_keeps_order_misses_and_duplicates,
+            empty_batches_are_no_ops,
+            set_many_writes_all_with_the_ttl,
+            set_many_is_all_or_nothing_on_bad_input,
+            increment_counts_from_zero_both_ways,
+            increment_sets_ttl_only_when_missing,
+            increment_of_a_non_integer_is_wrong_type_and_changes_nothing,
+            increment_overflow_is_invalid_argument_and_changes_nothing,
+            expire_sets_and_removes_ttls,
+            delete_pattern_deletes_exactly_the_matches,
+            delete_pattern_honours_glob_syntax,
+            delete_pattern_sweeps_many_batches,
+            sets_add_remove_and_list_members,
+            set_add_refreshes_the_ttl,
+            sets_and_strings_do_not_mix,
+            bad_keys_are_invalid_key_everywhere,
+            zero_ttls_are_invalid_arguments_everywhere,
+            values_over_the_limit_are_too_large,
+            empty_pattern_is_invalid_argument,
+            json_round_trips_and_corrupt_json_names_the_key,
+            take_is_exactly_once_under_contention,
+            increment_is_atomic_under_contention,
+            set_if_absent_has_one_winner_under_contention,
+            set_add_is_atomic_under_contention,
+            write_if_applies_every_write_when_conditions_hold,
+            write_if_refuses_and_writes_nothing_when_a_condition_fails,
+            write_if_compares_integers_exactly,
+            write_if_int_equals_matches_only_that_integer,
+            write_if_replace_keeps_the_ttl_and_skips_missing_keys,
+            write_if_set_add_extends_but_never_shortens,
+            write_if_wrong_type_changes_nothing,
+            write_if_applies_writes_in_order,
+            write_if_has_one_winner_under_contention,
+            multi_key_writes_are_never_seen_half_done,
+            ping_answers,
         }
     };
 }
 
-cases!(
-    get_miss_is_none,
-    set_then_get_round_trips_any_bytes,
-    set_overwrites_value_and_ttl,
-    ttl_expiry_is_real,
-    ttl_reports_missing_persistent_and_remaining,
-    set_if_absent_writes_once,
-    take_returns_the_value_once,
-    take_of_a_set_is_wrong_type_and_keeps_it,
-    delete_reports_removal,
-    delete_many_counts_removed_keys,
-    exists_sees_every_type,
-    get_many_keeps_order_misses_and_duplicates,
-    empty_batches_are_no_ops,
-    set_many_writes_all_with_the_ttl,
-    set_many_is_all_or_nothing_on_bad_input,
-    increment_counts_from_zero_both_ways,
-    increment_sets_ttl_only_when_missing,
-    increment_of_a_non_integer_is_wrong_type_and_changes_nothing,
-    increment_overflow_is_invalid_argument_and_changes_nothing,
-    expire_sets_and_removes_ttls,
-    delete_pattern_deletes_exactly_the_matches,
-    delete_pattern_honours_glob_syntax,
-    delete_pattern_sweeps_many_batches,
-    sets_add_remove_and_list_members,
-    set_add_refreshes_the_ttl,
-    sets_and_strings_do_not_mix,
-    bad_keys_are_invalid_key_everywhere,
-    zero_ttls_are_invalid_arguments_everywhere,
-    values_over_the_limit_are_too_large,
-    empty_pattern_is_invalid_argument,
-    json_round_trips_and_corrupt_json_names_the_key,
-    take_is_exactly_once_under_contention,
-    increment_is_atomic_under_contention,
-    set_if_absent_has_one_winner_under_contention,
-    set_add_is_atomic_under_contention,
-    write_if_applies_every_write_when_conditions_hold,
-    write_if_refuses_and_writes_nothing_when_a_condition_fails,
-    write_if_compares_integers_exactly,
-    write_if_replace_keeps_the_ttl_and_skips_missing_keys,
-    write_if_set_add_extends_but_never_shortens,
-    write_if_wrong_type_changes_nothing,
-    write_if_applies_writes_in_order,
-    write_if_has_one_winner_under_contention,
-    ping_answers,
-);
+/// What the list expands to: the table of [`cases`], or one test per case for a backend.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_expand {
+    (table ; $($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), |ctx| Box::pin($name(ctx)) as CaseFuture)),*]
+    };
+    (tests $backend:ident ; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::run_case($crate::conformance::Target::$backend, stringify!($name)).await;
+            }
+        )*
+    };
+}
+
+/// Every case of the suite, by name.
+pub fn cases() -> Vec<Case> {
+    __conformance_cases!(table)
+}
+
+/// One test per contract per backend:
+/// `conformance::{memory,redis,cluster,hybrid,hybrid_cluster}::<contract>`, so
+/// `cargo test conformance::memory::take_` runs one contract on one backend. The servers are
+/// shared by the tests of one binary (each case has a key namespace of its own) and stopped
+/// when it exits.
+///
+/// ```ignore
+/// dashcache_testkit::conformance_tests!();
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    () => {
+        mod conformance {
+            mod memory {
+                $crate::__conformance_cases!(tests Memory);
+            }
+            mod redis {
+                $crate::__conformance_cases!(tests Redis);
+            }
+            mod cluster {
+                $crate::__conformance_cases!(tests Cluster);
+            }
+            mod hybrid {
+                $crate::__conformance_cases!(tests Hybrid);
+            }
+            mod hybrid_cluster {
+                $crate::__conformance_cases!(tests HybridCluster);
+            }
+        }
+    };
+}
+
+/// A backend of [`conformance_tests!`](crate::conformance_tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A `MemoryCache` of the test's own, on a manual clock.
+    Memory,
+    /// A `RedisCache` on the binary's shared server.
+    Redis,
+    /// A cluster `RedisCache` on the binary's shared cluster.
+    Cluster,
+    /// A `HybridCache` of the test's own (L1 serving) over the binary's shared server.
+    Hybrid,
+    /// A `HybridCache` of the test's own (L1 serving) over the binary's shared cluster.
+    HybridCluster,
+}
+
+/// Runs the case `name` on a fresh cache of `backend`; a failed assertion fails the test.
+///
+/// # Panics
+/// When there is no such case, or the case fails.
+pub async fn run_case(backend: Target, name: &str) {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    let (cache, clock): (Arc<dyn Cache>, Option<Clock>) = match backend {
+        Target::Memory => {
+            let clock = Clock::manual();
+            let cache = MemoryCache::builder().clock(clock.clone()).build();
+            (Arc::new(cache), Some(clock))
+        }
+        Target::Redis => {
+            let server = tokio::task::block_in_place(|| REDIS.get_or_init(RedisServer::start));
+            (Arc::new(crate::redis_cache(server).await), None)
+        }
+        Target::Cluster => {
+            let cluster = tokio::task::block_in_place(|| CLUSTER.get_or_init(RedisCluster::start));
+            (Arc::new(crate::cluster_cache(cluster).await), None)
+        }
+        Target::Hybrid => {
+            let server = tokio::task::block_in_place(|| REDIS.get_or_init(RedisServer::start));
+            let l2 = crate::redis_cache(server).await;
+            (Arc::new(crate::hybrid_cache(l2).await), None)
+        }
+        Target::HybridCluster => {
+            let cluster = tokio::task::block_in_place(|| CLUSTER.get_or_init(RedisCluster::start));
+            let l2 = crate::cluster_cache(cluster).await;
+            (Arc::new(crate::hybrid_cache(l2).await), None)
+        }
+    };
+    let Some((_, case)) = cases().into_iter().find(|(n, _)| *n == name) else {
+        panic!("no conformance case {name}");
+    };
+    case(Ctx {
+        cache,
+        // The target is part of the namespace: a binary's targets share servers (Redis and
+        // Hybrid one, Cluster and HybridCluster another) and run the same cases in parallel.
+        ns: format!("conf:{}:{backend:?}:{name}:", std::process::id()),
+        clock,
+    })
+    .await;
+}
 
 /// Runs every case against `cache`, eight at a time, and panics listing each failure.
 pub async fn run(cache: Arc<dyn Cache>) {
@@ -125,6 +254,8 @@ pub async fn run_cases(cache: Arc<dyn Cache>, cases: Vec<Case>) {
             let ctx = Ctx {
                 cache: Arc::clone(&cache),
                 ns: format!("conf:{run}:{name}:"),
+                // Cases run side by side here: real time, which no case can move for another.
+                clock: None,
             };
             let limit = Arc::clone(&limit);
             // A spawned task turns a failed assertion into a JoinError we can report.
@@ -220,7 +351,7 @@ async fn ttl_expiry_is_real(c: Ctx) {
         .await
         .unwrap();
     assert!(c.cache.exists(&key).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.wait(Duration::from_millis(400)).await;
     assert_eq!(c.cache.get(&key).await.unwrap(), None);
     assert!(!c.cache.exists(&key).await.unwrap());
     assert_eq!(c.cache.ttl(&key).await.unwrap(), KeyTtl::Missing);
@@ -567,7 +698,7 @@ async fn expire_sets_and_removes_ttls(c: Ctx) {
         "true for an existing key"
     );
     assert!(c.cache.expire(&key, Ttl::millis(100)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.wait(Duration::from_millis(300)).await;
     assert!(!c.cache.exists(&key).await.unwrap());
     let set = c.key("set");
     c.cache
@@ -1139,6 +1270,71 @@ async fn write_if_compares_integers_exactly(c: Ctx) {
     assert_eq!(kind(on_set), Some(ErrorKind::WrongType));
 }
 
+async fn write_if_int_equals_matches_only_that_integer(c: Ctx) {
+    let k = c.key("gen");
+    let big = (1i64 << 60) + 1;
+    let equals = |expected: i64| {
+        let (cache, k) = (Arc::clone(&c.cache), k.clone());
+        async move {
+            cache
+                .write_if(&[Condition::IntEquals(&k, expected)], &[])
+                .await
+        }
+    };
+    assert!(!equals(0).await.unwrap(), "a missing key equals nothing");
+    for (value, expected, holds) in [
+        (big, big, true),
+        (big, big + 1, false),
+        (big + 1, big, false),
+        (0, 0, true),
+        (-5, -5, true),
+        (-5, 5, false),
+        (i64::MIN, i64::MIN, true),
+        (i64::MAX, i64::MAX, true),
+        (i64::MAX, i64::MIN, false),
+    ] {
+        c.cache
+            .set(&k, Bytes::from(value.to_string()), Ttl::secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            equals(expected).await.unwrap(),
+            holds,
+            "{value} == {expected}"
+        );
+    }
+    for text in ["abc", "007", "+5", "-0", ""] {
+        c.cache.set(&k, b(text), Ttl::secs(60)).await.unwrap();
+        assert_eq!(
+            kind(equals(5).await),
+            Some(ErrorKind::WrongType),
+            "{text:?}"
+        );
+    }
+    let (gen_key, target) = (c.tagged("g"), c.tagged("t"));
+    c.cache.set(&gen_key, b("7"), Ttl::secs(60)).await.unwrap();
+    let fill = |expected: i64| {
+        let (cache, gen_key, target) = (Arc::clone(&c.cache), gen_key.clone(), target.clone());
+        async move {
+            cache
+                .write_if(
+                    &[Condition::IntEquals(&gen_key, expected)],
+                    &[
+                        Write::Set(&target, b("v"), Ttl::secs(60)),
+                        Write::SetInt(&gen_key, expected + 1, Ttl::secs(60)),
+                    ],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!fill(6).await);
+    assert!(!c.cache.exists(&target).await.unwrap());
+    assert!(fill(7).await, "the fill of generation 7 commits");
+    assert!(!fill(7).await, "and only one fill of it");
+    assert_eq!(c.cache.get(&gen_key).await.unwrap(), Some(b("8")));
+}
+
 async fn write_if_replace_keeps_the_ttl_and_skips_missing_keys(c: Ctx) {
     let (k, missing) = (c.tagged("k"), c.tagged("missing"));
     c.cache.set(&k, b("v1"), Ttl::secs(20)).await.unwrap();
@@ -1279,6 +1475,59 @@ async fn write_if_has_one_winner_under_contention(c: Ctx) {
         c.cache.set_members(&format!("{key}:idx")).await.unwrap(),
         vec![winner]
     );
+}
+
+/// Regression (memory backend): readers took no lock, so a reader could see one key of a
+/// `write_if` or `set_many` written and the other not yet — `list_for_user` saw a session's
+/// index entry before the session and pruned it as dead.
+async fn multi_key_writes_are_never_seen_half_done(c: Ctx) {
+    const WRITES: u64 = 10_000;
+    let (a, b) = (c.tagged("a"), c.tagged("b"));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let value = |v: Option<Bytes>| -> u64 {
+        v.map_or(0, |b| {
+            String::from_utf8_lossy(&b).parse().unwrap_or(u64::MAX)
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, a, b, done) = (Arc::clone(&c.cache), a.clone(), b.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    // Written together, with increasing values: once `a` shows a write, `b`
+                    // shows it or a later one; a batch read shows one write whole.
+                    let first = value(cache.get(&a).await.unwrap());
+                    let second = value(cache.get(&b).await.unwrap());
+                    assert!(second >= first, "read a = {first}, then b = {second}");
+                    let both = cache.get_many(&[&b, &a]).await.unwrap();
+                    let (vb, va) = (value(both[0].clone()), value(both[1].clone()));
+                    assert_eq!(va, vb, "one batch read saw a = {va} and b = {vb}");
+                    reads += 1;
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 1..=WRITES {
+        let v = Bytes::from(i.to_string());
+        if i % 2 == 0 {
+            let writes = [
+                Write::Set(&a, v.clone(), Ttl::secs(60)),
+                Write::Set(&b, v, Ttl::secs(60)),
+            ];
+            assert!(c.cache.write_if(&[], &writes).await.unwrap());
+        } else {
+            let entries = [(a.as_str(), v.clone()), (b.as_str(), v)];
+            c.cache.set_many(&entries, Ttl::secs(60)).await.unwrap();
+        }
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
 }
 
 async fn ping_answers(c: Ctx) {

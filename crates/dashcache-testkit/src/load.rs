@@ -163,7 +163,9 @@ pub fn latency<const N: usize>(rounds: &[[Turn; N]], i: usize) -> (Duration, Dur
 /// --benches` or `--list` (then there is nothing to measure).
 ///
 /// # Panics
-/// When the runtime cannot be built.
+/// When the runtime cannot be built (a benchmark has nothing to report then).
+#[cfg(feature = "harness")]
+#[allow(clippy::expect_used)]
 pub fn bench_main<F: Future<Output = ()>>(workers: usize, run: impl FnOnce() -> F) {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;

@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid, User};
 use tempfile::TempDir;
 
-use crate::server::free_port;
+use crate::process::free_port;
 
 /// A PostgreSQL server for tests; see the module docs.
 #[derive(Debug)]
@@ -172,7 +172,7 @@ impl PostgresServer {
 
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = free_port().unwrap_or_else(|e| panic!("{e}"));
             let mut postgres = Command::new(bin.join("postgres"));
             postgres
                 .arg("-D")
