@@ -54,6 +54,14 @@ fn benches(c: &mut Criterion) {
             async move { ours.get(key).await.unwrap() }
         })
     });
+    group.bench_function(BenchmarkId::new("get_now", "dashcache"), |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % keys.len();
+            let key = &keys[i];
+            let ours = &ours;
+            async move { ours.get_now(key).unwrap().unwrap() }
+        })
+    });
     group.bench_function(BenchmarkId::new("get", "moka"), |b| {
         b.to_async(&rt).iter(|| {
             i = (i + 1) % keys.len();

@@ -48,7 +48,7 @@ async fn run() {
 
     let server = RedisServer::start();
     let cache = redis_cache(&server).await;
-    let redis_limiter = RateLimiter::redis(cache, keys.clone());
+    let redis_limiter = Arc::new(RateLimiter::redis(cache, keys.clone()));
     let raw = server
         .client()
         .get_multiplexed_async_connection()
@@ -56,9 +56,17 @@ async fn run() {
         .unwrap();
     let script = Arc::new(redis::Script::new(RedisBuckets::SCRIPT));
     for (n_keys, concurrency) in [(1usize, 1usize), (KEYS, 1), (KEYS, 64)] {
-        let (limiter, rule, our_ids) = (redis_limiter.clone(), rule.clone(), Arc::clone(&ids));
+        let (limiter, rule, our_ids) = (
+            Arc::clone(&redis_limiter),
+            Arc::new(rule.clone()),
+            Arc::clone(&ids),
+        );
         let ours: Op = Arc::new(move |i| {
-            let (limiter, rule, ids) = (limiter.clone(), rule.clone(), Arc::clone(&our_ids));
+            let (limiter, rule, ids) = (
+                Arc::clone(&limiter),
+                Arc::clone(&rule),
+                Arc::clone(&our_ids),
+            );
             Box::pin(async move {
                 assert!(
                     limiter
@@ -97,11 +105,21 @@ async fn run() {
         );
     }
 
-    let memory_limiter = RateLimiter::memory(keys);
+    // Shared handles, as on the governor side: an op clones an `Arc`, not a rule's name.
+    let memory_limiter = Arc::new(RateLimiter::memory(keys));
+    let rule = Arc::new(rule);
     for n_keys in [1usize, KEYS] {
-        let (limiter, rule, our_ids) = (memory_limiter.clone(), rule.clone(), Arc::clone(&ids));
+        let (limiter, rule, our_ids) = (
+            Arc::clone(&memory_limiter),
+            Arc::clone(&rule),
+            Arc::clone(&ids),
+        );
         let ours: Op = Arc::new(move |i| {
-            let (limiter, rule, ids) = (limiter.clone(), rule.clone(), Arc::clone(&our_ids));
+            let (limiter, rule, ids) = (
+                Arc::clone(&limiter),
+                Arc::clone(&rule),
+                Arc::clone(&our_ids),
+            );
             Box::pin(async move {
                 assert!(
                     limiter

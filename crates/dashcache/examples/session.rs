@@ -19,19 +19,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(Sealed::new(MemoryCache::new(), Keyring::new(1, &[42; 32])));
     let sessions: SessionStore = SessionStore::new(cache, keys);
 
-    let laptop = SessionData::new("user-42", Duration::from_secs(30 * 24 * 3600))?
-        .with_user_agent("Firefox");
-    let phone = SessionData::new("user-42", Duration::from_secs(30 * 24 * 3600))?
+    // A login: the token goes to the client once; the session is kept under its handle.
+    let month = Duration::from_secs(30 * 24 * 3600);
+    let laptop_login = sessions.issue("user-42")?;
+    let laptop =
+        SessionData::new(&laptop_login.handle, "user-42", month).with_user_agent("Firefox");
+    let phone = SessionData::new(sessions.issue("user-42")?.handle, "user-42", month)
         .with_user_agent("iOS app");
     sessions.put(&laptop, None).await?;
     sessions.put(&phone, None).await?;
     println!(
-        "sessions of user-42: {:?}",
+        "sessions of user-42 (handles: they revoke, they do not authenticate): {:?}",
         sessions.list_for_user("user-42").await?
     );
     println!(
-        "laptop session agent: {:?}",
-        sessions.get(&laptop.id).await?.and_then(|s| s.user_agent)
+        "the laptop's token authenticates, agent {:?}",
+        sessions
+            .get_by_token(&laptop_login.token)
+            .await?
+            .and_then(|s| s.user_agent)
     );
 
     let stale_copy = phone.clone(); // read from the database by a request still in flight

@@ -20,10 +20,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 
-use crate::burst::BurstLog;
 use crate::cache::{Cache, Ttl};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::fallback::Fallbacks;
 use crate::key::Keys;
+use crate::metrics::CacheMetrics;
 
 /// Cached permission checks. Cheap to clone.
 ///
@@ -48,13 +49,14 @@ pub struct PermissionCache {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     cache: Arc<dyn Cache>,
     keys: Keys,
     namespace: String,
     allow_ttl: Duration,
     deny_ttl: Duration,
-    warnings: BurstLog,
+    fallbacks: Fallbacks,
 }
 
 impl std::fmt::Debug for PermissionCache {
@@ -98,9 +100,18 @@ impl PermissionCache {
                 namespace: namespace.into(),
                 allow_ttl: allow_ttl.max(floor),
                 deny_ttl: deny_ttl.max(floor),
-                warnings: BurstLog::new(),
+                fallbacks: Fallbacks::new("permission check"),
             }),
         }
+    }
+
+    /// Counts every check that fell back to its evaluator because the cache failed (as
+    /// `bypassed`, in the namespace's metrics); they are logged once per burst either way.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: CacheMetrics) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.fallbacks = inner.fallbacks.clone().with_metrics(metrics);
+        self
     }
 
     /// A generation outlives every answer written under it, so an expired generation can only
@@ -146,7 +157,7 @@ impl PermissionCache {
         let (generation_key, answer_key) = match self.keys_for(user, resource, action) {
             Ok(keys) => keys,
             Err(e) => {
-                self.cache_failed(&e);
+                self.inner.fallbacks.record("", &e);
                 return evaluate().await;
             }
         };
@@ -172,7 +183,7 @@ impl PermissionCache {
                 Some(generation)
             }
             Err(e) => {
-                self.cache_failed(&e);
+                self.inner.fallbacks.record(&answer_key, &e);
                 None
             }
         };
@@ -191,7 +202,7 @@ impl PermissionCache {
                 .set(&answer_key, Bytes::from(value), Ttl::from(ttl))
                 .await
             {
-                self.cache_failed(&e);
+                self.inner.fallbacks.record(&answer_key, &e);
             }
         }
         Ok(allowed)
@@ -215,17 +226,6 @@ impl PermissionCache {
                 self.generation_ttl(),
             )
             .await
-    }
-
-    fn cache_failed(&self, error: &Error) {
-        if let Some(suppressed) = self.inner.warnings.should_log() {
-            tracing::warn!(
-                code = error.code(),
-                error = %error,
-                suppressed,
-                "permission cache bypassed: evaluating from the source of truth"
-            );
-        }
     }
 }
 

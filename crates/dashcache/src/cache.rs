@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
 
@@ -131,6 +132,7 @@ impl Limits {
     ///
     /// # Errors
     /// [`InvalidKey`](crate::ErrorKind::InvalidKey) naming the rule broken.
+    #[inline]
     pub fn check_key(&self, key: &str) -> Result<()> {
         if key.is_empty() {
             return Err(Error::invalid_key(key, "a key must not be empty"));
@@ -166,6 +168,15 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a set's key and each member to add to it.
+    ///
+    /// # Errors
+    /// As [`check_key`](Self::check_key) and [`check_value`](Self::check_value).
+    pub fn check_members(&self, key: &str, members: &[Bytes]) -> Result<()> {
+        self.check_key(key)?;
+        members.iter().try_for_each(|m| self.check_value(key, m))
+    }
+
     /// Checks a glob pattern: non-empty, at most `max_key_bytes`, no control characters.
     ///
     /// # Errors
@@ -189,6 +200,7 @@ impl Limits {
     }
 }
 
+#[inline]
 fn has_control(s: &str) -> bool {
     // Most keys are ASCII: check bytes first and decode only when there is something to decode.
     s.bytes().any(|b| b < 0x20 || b == 0x7f) || (!s.is_ascii() && s.chars().any(char::is_control))
@@ -208,6 +220,15 @@ pub trait Cache: Send + Sync + Debug + 'static {
     /// # Errors
     /// `WrongType` when the key holds a set; transport errors as their kinds.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// [`get`](Self::get) answered at once, when this backend can without waiting — an
+    /// in-process store can — and `None` when the answer needs I/O (then await `get`). Layers
+    /// call it first on their hot path to save the future a `get` allocates; the default is
+    /// `None`.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        let _ = key;
+        None
+    }
 
     /// Writes `value` at `key` with `ttl`, replacing any value and TTL it had.
     ///
@@ -346,13 +367,19 @@ pub enum Condition<'a> {
     /// The key is missing, or holds an integer strictly below the bound (a revocation time, a
     /// version). A non-integer value is a `WrongType` error.
     MissingOrBelow(&'a str, i64),
+    /// The key holds exactly this integer (a generation, a fencing token). A missing key or
+    /// another integer fails the condition; a non-integer value is a `WrongType` error.
+    IntEquals(&'a str, i64),
 }
 
 impl<'a> Condition<'a> {
     /// The key the condition reads.
     pub fn key(&self) -> &'a str {
         match *self {
-            Self::Absent(k) | Self::Exists(k) | Self::MissingOrBelow(k, _) => k,
+            Self::Absent(k)
+            | Self::Exists(k)
+            | Self::MissingOrBelow(k, _)
+            | Self::IntEquals(k, _) => k,
         }
     }
 }
@@ -426,64 +453,51 @@ impl Limits {
     }
 }
 
-/// Forwards every method, so `Arc<dyn Cache>` (what a service holds) can be wrapped by generic
-/// decorators such as `Instrumented<C>`.
-#[async_trait]
+/// Forwards a method of `Cache` for `Arc<C>`, as the inner cache's own future: the
+/// signature `async_trait` gives it, with the lifetimes its arguments need.
+macro_rules! forward {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(, $lt:lifetime)*) => {
+        fn $name<'s, $($lt,)* 'a>(&'s self, $($arg: $ty),*) -> BoxFuture<'a, $ret>
+        where
+            's: 'a,
+            $($lt: 'a,)*
+            Self: 'a,
+        {
+            (**self).$name($($arg),*)
+        }
+    };
+}
+
+/// Forwards every method to the shared cache, so `Arc<dyn Cache>` (what a service holds) can be
+/// wrapped by generic decorators such as `Instrumented<C>`. Written out rather than with
+/// `async_trait`, which would box each call a second time: the inner cache's future is
+/// returned as it is.
 impl<C: Cache + ?Sized> Cache for Arc<C> {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        (**self).get(key).await
+    fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>>> {
+        (**self).get_now(key)
     }
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        (**self).set(key, value, ttl).await
-    }
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        (**self).set_if_absent(key, value, ttl).await
-    }
-    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
-        (**self).take(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        (**self).delete(key).await
-    }
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        (**self).delete_many(keys).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool> {
-        (**self).exists(key).await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        (**self).get_many(keys).await
-    }
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        (**self).set_many(entries, ttl).await
-    }
-    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
-        (**self).increment(key, delta, ttl_on_create).await
-    }
-    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        (**self).expire(key, ttl).await
-    }
-    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        (**self).ttl(key).await
-    }
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
-        (**self).delete_pattern(pattern).await
-    }
-    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
-        (**self).set_add(key, members, ttl).await
-    }
-    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
-        (**self).set_remove(key, members).await
-    }
-    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
-        (**self).set_members(key).await
-    }
-    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
-        (**self).write_if(conditions, writes).await
-    }
-    async fn ping(&self) -> Result<Duration> {
-        (**self).ping().await
-    }
+
+    forward!(get(key: &'k str) -> Result<Option<Bytes>>, 'k);
+    forward!(set(key: &'k str, value: Bytes, ttl: Ttl) -> Result<()>, 'k);
+    forward!(set_if_absent(key: &'k str, value: Bytes, ttl: Ttl) -> Result<bool>, 'k);
+    forward!(take(key: &'k str) -> Result<Option<Bytes>>, 'k);
+    forward!(delete(key: &'k str) -> Result<bool>, 'k);
+    forward!(delete_many(keys: &'k [&'e str]) -> Result<u64>, 'k, 'e);
+    forward!(exists(key: &'k str) -> Result<bool>, 'k);
+    forward!(get_many(keys: &'k [&'e str]) -> Result<Vec<Option<Bytes>>>, 'k, 'e);
+    forward!(set_many(entries: &'k [(&'e str, Bytes)], ttl: Ttl) -> Result<()>, 'k, 'e);
+    forward!(increment(key: &'k str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64>, 'k);
+    forward!(expire(key: &'k str, ttl: Ttl) -> Result<bool>, 'k);
+    forward!(ttl(key: &'k str) -> Result<KeyTtl>, 'k);
+    forward!(delete_pattern(pattern: &'k str) -> Result<u64>, 'k);
+    forward!(set_add(key: &'k str, members: &'m [Bytes], ttl: Ttl) -> Result<u64>, 'k, 'm);
+    forward!(set_remove(key: &'k str, members: &'m [Bytes]) -> Result<u64>, 'k, 'm);
+    forward!(set_members(key: &'k str) -> Result<Vec<Bytes>>, 'k);
+    forward!(
+        write_if(conditions: &'c [Condition<'ck>], writes: &'w [Write<'wk>]) -> Result<bool>,
+        'c, 'ck, 'w, 'wk
+    );
+    forward!(ping() -> Result<Duration>);
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub enum ErrorKind {
     Serialize,
     /// A stored value could not be decoded into the requested type.
     Deserialize,
+    /// The backend refuses this client for a reason only a configuration change fixes: wrong
+    /// or missing credentials, a missing permission, a database that does not exist. Not
+    /// transient, yet the circuit breaker counts it: retrying every request against it would
+    /// only pay a reconnection each time.
+    Misconfigured,
     /// Any other failure reported by the backend.
     Backend,
 }
@@ -52,14 +57,21 @@ impl ErrorKind {
             Self::TooLarge => "cache_too_large",
             Self::Serialize => "cache_serialize",
             Self::Deserialize => "cache_deserialize",
+            Self::Misconfigured => "cache_misconfigured",
             Self::Backend => "cache_backend",
         }
     }
 
     /// Whether retrying later may succeed: the backend was unreachable, slow, or shed by the
-    /// breaker. The circuit breaker counts only these.
+    /// breaker.
     pub const fn is_transient(self) -> bool {
         matches!(self, Self::Unavailable | Self::Timeout | Self::CircuitOpen)
+    }
+
+    /// Whether the backend is unusable right now — transient, or misconfigured: what the
+    /// circuit breaker counts.
+    pub const fn disables_backend(self) -> bool {
+        self.is_transient() || matches!(self, Self::Misconfigured)
     }
 }
 
@@ -119,6 +131,12 @@ impl Error {
         self.0.kind.code()
     }
 
+    /// The human-readable message alone: without the key (which may carry an id that must not
+    /// be logged) or the source.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
     /// The key the failed operation was about, when there was exactly one.
     pub fn key(&self) -> Option<&str> {
         self.0.key.as_deref()
@@ -154,7 +172,7 @@ impl fmt::Debug for Error {
         d.field("kind", &self.0.kind)
             .field("message", &self.0.message);
         if let Some(key) = &self.0.key {
-            d.field("key", key);
+            d.field("key", &KeyShape(key));
         }
         if let Some(source) = &self.0.source {
             d.field("source", source);
@@ -167,12 +185,27 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.0.kind.code(), self.0.message)?;
         if let Some(key) = &self.0.key {
-            write!(f, " (key {key:?})")?;
+            write!(f, " (key {:?})", KeyShape(key))?;
         }
         if let Some(source) = &self.0.source {
             write!(f, ": {source}")?;
         }
         Ok(())
+    }
+}
+
+/// A key as errors print it: its namespace, its last segment elided. Keys hold ids, and an id
+/// may be a secret (a token, a reset code); an error's text ends up in logs. The whole key stays
+/// available to code through [`Error::key`].
+pub(crate) struct KeyShape<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for KeyShape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.0.chars().count();
+        match self.0.rfind(':') {
+            Some(at) => write!(f, "\"{}:…\" ({len} chars)", self.0[..at].escape_debug()),
+            None => write!(f, "\"…\" ({len} chars)"),
+        }
     }
 }
 
@@ -200,7 +233,8 @@ mod tests {
             text.starts_with("cache_unavailable: cannot reach redis"),
             "{text}"
         );
-        assert!(text.contains("user:1"), "{text}");
+        assert!(text.contains("(key \"user:…\" (6 chars))"), "{text}");
+        assert_eq!(err.key(), Some("user:1"));
         assert!(text.contains("refused"), "{text}");
         assert!(std::error::Error::source(&err).is_some());
         assert!(err.is_transient());
@@ -214,6 +248,23 @@ mod tests {
         assert!(shown.len() < 100, "{shown}");
         assert!(shown.starts_with("a\\n"), "{shown}");
         assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn printed_errors_never_show_a_keys_id() {
+        let secret = "tok3n-that-authenticates";
+        for key in [
+            format!("app:session:{secret}"),
+            secret.to_owned(),
+            format!("a:b:c:{secret}"),
+        ] {
+            let err = Error::wrong_type(&key);
+            for text in [err.to_string(), format!("{err:?}")] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        let err = Error::wrong_type("app:session:x");
+        assert!(err.to_string().contains("app:session:…"), "{err}");
     }
 
     #[test]

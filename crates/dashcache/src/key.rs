@@ -241,6 +241,23 @@ impl Keys {
         self.build_key(parts, true)
     }
 
+    /// What every key of the declared namespace `namespace` starts with (`prefix:namespace:`):
+    /// what a [`HybridCache`](crate::hybrid::HybridCache) tracks.
+    ///
+    /// ```
+    /// let keys = dashcache::Keys::new("app", ["user"])?;
+    /// assert_eq!(keys.namespace_prefix("user")?, "app:user:");
+    /// assert!(keys.namespace_prefix("nope").is_err());
+    /// # Ok::<(), dashcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidKey` for a namespace that was not declared.
+    pub fn namespace_prefix(&self, namespace: &str) -> Result<String> {
+        let pattern = self.pattern([namespace])?;
+        Ok(pattern.trim_end_matches('*').to_owned())
+    }
+
     /// A stable keyed hash of `value` (HMAC-SHA-256, 128 bits, URL-safe base64), for values
     /// that must not appear in keys: e-mail addresses and other personal data.
     ///
@@ -268,7 +285,7 @@ impl Keys {
             key.strip_prefix(self.inner.prefix.as_str())?
                 .strip_prefix(SEPARATOR)?
         };
-        let name = rest.split(SEPARATOR).next().unwrap_or(rest);
+        let name = rest.find(SEPARATOR).map_or(rest, |end| &rest[..end]);
         self.inner.namespaces.iter().position(|ns| ns == name)
     }
 

@@ -67,12 +67,15 @@
 
 pub mod aside;
 pub mod authz;
-mod burst;
 pub mod cache;
+pub mod clock;
 pub mod error;
 pub mod ext;
+pub mod fallback;
 pub mod glob;
 pub mod health;
+#[cfg(feature = "redis")]
+pub mod hybrid;
 pub mod instrument;
 pub mod key;
 pub mod memory;
@@ -87,8 +90,11 @@ pub mod token;
 
 pub use aside::CacheAside;
 pub use cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
+pub use clock::Clock;
 pub use error::{Error, ErrorKind, Result};
 pub use ext::CacheExt;
+#[cfg(feature = "redis")]
+pub use hybrid::{HybridCache, HybridCacheBuilder};
 pub use instrument::Instrumented;
 pub use key::{Keys, KeysBuilder};
 pub use memory::{MemoryCache, MemoryCacheBuilder};

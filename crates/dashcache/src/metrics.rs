@@ -22,6 +22,12 @@ const BUCKETS_MICROS: [u64; 16] = [
     500_000, 1_000_000,
 ];
 
+/// Upper bounds of the buckets of the age of values served from a hybrid cache's L1, in
+/// milliseconds (the last bucket is unbounded).
+const AGE_BUCKETS_MILLIS: [u64; 8] = [
+    10, 100, 1_000, 10_000, 60_000, 300_000, 1_800_000, 3_600_000,
+];
+
 /// What happened to one lookup or operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -36,6 +42,20 @@ pub enum Event {
     Bypassed,
     /// A cache operation failed (transport, timeout, breaker, corrupt value, bad input).
     Error,
+    /// A hybrid cache answered a read from its in-process L1, with no network.
+    L1Hit,
+    /// A hybrid cache's L1 did not have the value and its L2 (Redis) did.
+    L2Hit,
+    /// A hybrid cache heard from Redis that a key changed, and dropped it from L1.
+    Invalidation,
+    /// A hybrid cache read from L2 although L1 might have had the value: its invalidation
+    /// channel had not proven itself alive within the staleness bound.
+    L1Bypassed,
+    /// A cache-aside fill was committed: its generation was still the latest.
+    FillCommitted,
+    /// A cache-aside fill was refused: its key was invalidated (or filled) after its load
+    /// began, so its value may be stale. Its caller still got the value.
+    FillRejected,
 }
 
 /// Per-namespace counters and latency. Cheap to clone: clones share the counters.
@@ -72,9 +92,19 @@ struct Slot {
     stale: AtomicU64,
     bypassed: AtomicU64,
     errors: AtomicU64,
-    operations: AtomicU64,
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    invalidations: AtomicU64,
+    l1_bypassed: AtomicU64,
+    fills_committed: AtomicU64,
+    fills_rejected: AtomicU64,
+    /// Sampled ages of values served from a hybrid L1, per bucket of `AGE_BUCKETS_MILLIS`.
+    l1_age_buckets: [AtomicU64; AGE_BUCKETS_MILLIS.len() + 1],
+    l1_age_millis: AtomicU64,
     latency_nanos: AtomicU64,
-    buckets: [AtomicU64; BUCKETS_MICROS.len()],
+    /// Timed operations per latency bucket, the last for those above every bound: their sum is
+    /// the number timed (no counter of its own, one atomic add less per operation).
+    buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
 }
 
 impl std::fmt::Debug for CacheMetrics {
@@ -96,10 +126,26 @@ pub struct Stats {
     pub misses: u64,
     /// Stale values served by cache-aside after a failed refresh.
     pub stale: u64,
-    /// Cache-aside lookups that bypassed a failing cache.
+    /// Lookups (cache-aside, permission checks, session reads) that bypassed a failing cache.
     pub bypassed: u64,
     /// Failed cache operations (never counted as misses).
     pub errors: u64,
+    /// Reads a hybrid cache answered from its in-process L1.
+    pub l1_hits: u64,
+    /// Reads a hybrid cache's L1 missed and its L2 answered with a value.
+    pub l2_hits: u64,
+    /// Keys a hybrid cache dropped from L1 because Redis said they changed.
+    pub invalidations: u64,
+    /// Reads that skipped L1 because its invalidation channel was not proven alive.
+    pub l1_bypassed: u64,
+    /// Cache-aside fills committed.
+    pub fills_committed: u64,
+    /// Cache-aside fills refused because their key was invalidated after their load began.
+    pub fills_rejected: u64,
+    /// Sampled values served from L1 whose age was measured.
+    pub l1_age_samples: u64,
+    /// Their total age (time since each was read from L2).
+    pub l1_age_total: Duration,
     /// Timed operations.
     pub operations: u64,
     /// Total time of the timed operations.
@@ -118,6 +164,14 @@ impl Stats {
         }
     }
 
+    /// Mean age of the sampled values served from a hybrid L1.
+    pub fn mean_l1_age(&self) -> Option<Duration> {
+        u32::try_from(self.l1_age_samples)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| self.l1_age_total / n)
+    }
+
     /// Mean latency of the timed operations.
     pub fn mean_latency(&self) -> Option<Duration> {
         u32::try_from(self.operations)
@@ -132,6 +186,14 @@ impl Stats {
         self.stale += other.stale;
         self.bypassed += other.bypassed;
         self.errors += other.errors;
+        self.l1_hits += other.l1_hits;
+        self.l2_hits += other.l2_hits;
+        self.invalidations += other.invalidations;
+        self.l1_bypassed += other.l1_bypassed;
+        self.fills_committed += other.fills_committed;
+        self.fills_rejected += other.fills_rejected;
+        self.l1_age_samples += other.l1_age_samples;
+        self.l1_age_total += other.l1_age_total;
         self.operations += other.operations;
         self.latency_total += other.latency_total;
     }
@@ -145,7 +207,19 @@ impl Slot {
             stale: self.stale.load(Ordering::Relaxed),
             bypassed: self.bypassed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            operations: self.operations.load(Ordering::Relaxed),
+            l1_hits: self.l1_hits.load(Ordering::Relaxed),
+            l2_hits: self.l2_hits.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            l1_bypassed: self.l1_bypassed.load(Ordering::Relaxed),
+            fills_committed: self.fills_committed.load(Ordering::Relaxed),
+            fills_rejected: self.fills_rejected.load(Ordering::Relaxed),
+            l1_age_samples: self
+                .l1_age_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .sum(),
+            l1_age_total: Duration::from_millis(self.l1_age_millis.load(Ordering::Relaxed)),
+            operations: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum(),
             latency_total: Duration::from_nanos(self.latency_nanos.load(Ordering::Relaxed)),
         }
     }
@@ -230,8 +304,11 @@ impl CacheMetrics {
     }
 
     /// Writes the current totals to the installed `metrics` recorder:
-    /// `dashcache_cache_{hits,misses,stale,bypassed,errors}_total{namespace}` and the latency
-    /// histogram `dashcache_cache_operation_duration_seconds{_bucket,_sum,_count}`.
+    /// `dashcache_cache_{hits,misses,stale,bypassed,errors}_total{namespace}`, the latency
+    /// histogram `dashcache_cache_operation_duration_seconds{_bucket,_sum,_count}`, and for a
+    /// hybrid cache `dashcache_cache_{l1_hits,l2_hits,invalidations,l1_bypassed}_total`,
+    /// for cache-aside `dashcache_cache_fills_{committed,rejected}_total`, and the
+    /// histogram of the age of values served from L1, `dashcache_cache_l1_age_seconds`.
     pub fn publish(&self) {
         for (name, slot) in self.inner.names.iter().zip(self.inner.slots.iter()) {
             let stats = slot.stats();
@@ -242,6 +319,16 @@ impl CacheMetrics {
                 ("dashcache_cache_stale_total", stats.stale),
                 ("dashcache_cache_bypassed_total", stats.bypassed),
                 ("dashcache_cache_errors_total", stats.errors),
+                ("dashcache_cache_l1_hits_total", stats.l1_hits),
+                ("dashcache_cache_l2_hits_total", stats.l2_hits),
+                ("dashcache_cache_invalidations_total", stats.invalidations),
+                ("dashcache_cache_l1_bypassed_total", stats.l1_bypassed),
+                (
+                    "dashcache_cache_fills_committed_total",
+                    stats.fills_committed,
+                ),
+                ("dashcache_cache_fills_rejected_total", stats.fills_rejected),
+                ("dashcache_cache_l1_age_seconds_count", stats.l1_age_samples),
                 (
                     "dashcache_cache_operation_duration_seconds_count",
                     stats.operations,
@@ -264,10 +351,32 @@ impl CacheMetrics {
             }
             metrics::counter!(
                 "dashcache_cache_operation_duration_seconds_bucket",
-                "namespace" => ns,
+                "namespace" => ns.clone(),
                 "le" => "+Inf"
             )
             .absolute(stats.operations);
+            if stats.l1_age_samples == 0 {
+                continue;
+            }
+            metrics::gauge!("dashcache_cache_l1_age_seconds_sum", "namespace" => ns.clone())
+                .set(stats.l1_age_total.as_secs_f64());
+            let mut cumulative = 0;
+            for (bound, count) in AGE_BUCKETS_MILLIS.iter().zip(slot.l1_age_buckets.iter()) {
+                cumulative += count.load(Ordering::Relaxed);
+                let le = format!("{}", *bound as f64 / 1e3);
+                metrics::counter!(
+                    "dashcache_cache_l1_age_seconds_bucket",
+                    "namespace" => ns.clone(),
+                    "le" => le
+                )
+                .absolute(cumulative);
+            }
+            metrics::counter!(
+                "dashcache_cache_l1_age_seconds_bucket",
+                "namespace" => ns,
+                "le" => "+Inf"
+            )
+            .absolute(stats.l1_age_samples);
         }
     }
 
@@ -320,21 +429,45 @@ impl NamespaceMetrics<'_> {
             Event::Stale => &slot.stale,
             Event::Bypassed => &slot.bypassed,
             Event::Error => &slot.errors,
+            Event::L1Hit => &slot.l1_hits,
+            Event::L2Hit => &slot.l2_hits,
+            Event::Invalidation => &slot.invalidations,
+            Event::L1Bypassed => &slot.l1_bypassed,
+            Event::FillCommitted => &slot.fills_committed,
+            Event::FillRejected => &slot.fills_rejected,
         };
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the age of a value a hybrid cache served from L1 (the time since it was read
+    /// from L2).
+    pub fn record_l1_age(self, age: Duration) {
+        let slot = self.slot;
+        let millis = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        slot.l1_age_millis.fetch_add(millis, Ordering::Relaxed);
+        let i = AGE_BUCKETS_MILLIS
+            .iter()
+            .position(|bound| millis <= *bound)
+            .unwrap_or(AGE_BUCKETS_MILLIS.len());
+        if let Some(bucket) = slot.l1_age_buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Records how long one operation took.
     pub fn record_latency(self, took: Duration) {
         let slot = self.slot;
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        slot.operations.fetch_add(1, Ordering::Relaxed);
         slot.latency_nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        if let Some(i) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
-            slot.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let i = BUCKETS_MICROS
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(BUCKETS_MICROS.len());
+        if let Some(bucket) = slot.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -382,6 +515,39 @@ mod tests {
         m.record_n("app:user:1", Event::Bypassed, 10);
         assert!((m.snapshot("user").hit_rate() - 0.75).abs() < 1e-12);
         assert_eq!(Stats::default().hit_rate(), 0.0);
+    }
+
+    #[test]
+    fn hybrid_tiers_are_counted_apart_and_ages_bucketed() {
+        let m = metrics();
+        m.record_n("app:user:1", Event::L1Hit, 3);
+        m.record("app:user:1", Event::L2Hit);
+        m.record("app:user:2", Event::Invalidation);
+        m.record("app:session:1", Event::L1Bypassed);
+        m.for_key("app:user:1")
+            .record_l1_age(Duration::from_millis(5));
+        m.for_key("app:user:1")
+            .record_l1_age(Duration::from_millis(2_000));
+        let user = m.snapshot("user");
+        assert_eq!(
+            (user.l1_hits, user.l2_hits, user.invalidations, user.hits),
+            (3, 1, 1, 0)
+        );
+        assert_eq!(m.snapshot("session").l1_bypassed, 1);
+        assert_eq!(user.l1_age_samples, 2);
+        assert_eq!(user.mean_l1_age(), Some(Duration::from_micros(1_002_500)));
+        let slot = &m.inner.slots[0];
+        assert_eq!(
+            slot.l1_age_buckets[0].load(Ordering::Relaxed),
+            1,
+            "5 ms ≤ 10 ms"
+        );
+        assert_eq!(
+            slot.l1_age_buckets[3].load(Ordering::Relaxed),
+            1,
+            "2 s ≤ 10 s"
+        );
+        assert_eq!(m.total().l1_hits, 3);
     }
 
     #[test]

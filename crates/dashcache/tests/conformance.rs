@@ -1,4 +1,5 @@
-//! The conformance suite (dashcache-testkit) on every backend.
+//! The conformance suite (dashcache-testkit) on every backend, one test per contract; and proof
+//! that the suite fails a broken backend.
 
 #![allow(clippy::panic, clippy::expect_used)] // a panic is how a test fails
 
@@ -6,26 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashcache::{Cache, Condition, KeyTtl, MemoryCache, RedisCache, Result, Ttl, Write};
-use dashcache_testkit::{RedisServer, conformance};
+use dashcache::{Cache, Condition, KeyTtl, MemoryCache, Result, Ttl, Write};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_cache_conforms() {
-    conformance::run(Arc::new(MemoryCache::new())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_conforms() {
-    let server = RedisServer::start();
-    // A loaded 2-core CI machine can stall for longer than the production default; only the
-    // deadline and breaker tests use the defaults.
-    let cache = RedisCache::builder(server.url())
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
-    conformance::run(Arc::new(cache)).await;
-}
+// One test per contract per backend: `cargo test conformance::memory::take_` runs one.
+dashcache_testkit::conformance_tests!();
 
 /// A backend with three classic bugs, to prove the suite can fail: `take` as a read then a
 /// delete (the Python original's OAuth-state bug), `delete_pattern` counting one too many, and
@@ -96,7 +81,9 @@ impl Cache for Broken {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_a_broken_backend() {
-    let run = tokio::spawn(conformance::run(Arc::new(Broken(MemoryCache::new()))));
+    let run = tokio::spawn(dashcache_testkit::conformance::run(Arc::new(Broken(
+        MemoryCache::new(),
+    ))));
     let panic = run
         .await
         .expect_err("the suite must fail on a broken backend");

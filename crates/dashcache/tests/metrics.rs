@@ -19,7 +19,7 @@ fn keys() -> Keys {
 async fn scripted(inner: Arc<dyn Cache>) {
     let keys = keys();
     let metrics = CacheMetrics::new(&keys);
-    let cache = Instrumented::new(inner, metrics.clone());
+    let cache = Instrumented::new(inner, metrics.clone()).with_latency_sampling(1);
     let k = |parts: &[&str]| keys.key(parts.iter().copied()).unwrap();
     let v = || Bytes::from_static(b"v");
 
@@ -86,6 +86,25 @@ async fn scripted(inner: Arc<dyn Cache>) {
     assert!(total.latency_total > Duration::ZERO);
 }
 
+/// Reads an in-process cache answers at once are counted exactly but timed one in 16 by
+/// default; operations that wait on the backend are all timed.
+#[tokio::test]
+async fn in_process_reads_are_timed_by_sample_and_counted_exactly() {
+    let metrics = CacheMetrics::new(&keys());
+    let cache = Instrumented::new(MemoryCache::new(), metrics.clone());
+    for _ in 0..64 {
+        cache.get("m:user:1").await.unwrap();
+    }
+    cache
+        .set("m:user:1", Bytes::from_static(b"v"), Ttl::secs(60))
+        .await
+        .unwrap();
+    let user = metrics.snapshot("user");
+    assert_eq!(user.misses, 64);
+    // Four sampled reads (the tick is per thread) and the write.
+    assert!((3..=6).contains(&user.operations), "{user:?}");
+}
+
 #[tokio::test]
 async fn memory_counts_match_the_script() {
     scripted(Arc::new(MemoryCache::new())).await;
@@ -120,7 +139,7 @@ async fn unreachable_backends_count_errors_not_misses() {
 async fn the_export_renders_in_prometheus() {
     let keys = keys();
     let metrics = CacheMetrics::new(&keys);
-    let cache = Instrumented::new(MemoryCache::new(), metrics.clone());
+    let cache = Instrumented::new(MemoryCache::new(), metrics.clone()).with_latency_sampling(1);
     cache
         .set("m:user:1", Bytes::from_static(b"v"), Ttl::secs(60))
         .await

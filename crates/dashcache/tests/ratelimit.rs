@@ -17,32 +17,12 @@ fn keys() -> Keys {
     Keys::new("t", ["ratelimit", "rate_limit"]).unwrap()
 }
 
-/// One test per store for each scenario `async fn(RateLimiter)`.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    super::$scenario(dashcache::ratelimit::RateLimiter::memory(super::keys())).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    let server = dashcache_testkit::RedisServer::start();
-                    let cache = dashcache_testkit::redis_cache(&server).await;
-                    super::$scenario(dashcache::ratelimit::RateLimiter::redis(cache, super::keys())).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn cluster() {
-                    let cluster = dashcache_testkit::RedisCluster::start();
-                    let cache = dashcache_testkit::cluster_cache(&cluster).await;
-                    super::$scenario(dashcache::ratelimit::RateLimiter::redis(cache, super::keys())).await;
-                }
-            }
-        )*
-    };
+/// The limiter of a backend: buckets in memory for the embedded cache, on Redis otherwise.
+fn limiter(backend: &dashcache_testkit::Backend) -> RateLimiter {
+    match backend.redis_cache() {
+        Some(cache) => RateLimiter::redis(cache, keys()),
+        None => RateLimiter::memory(keys()),
+    }
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -159,7 +139,7 @@ async fn a_thousand_concurrent_checks_allow_exactly_the_capacity(limiter: RateLi
     assert_eq!(allowed, 100);
 }
 
-on_both_stores!(
+dashcache_testkit::on_every_backend!(|backend| super::limiter(&backend);
     the_guides_bucket_behaviours,
     remaining_does_not_consume_and_reset_refills,
     costs_above_one,

@@ -229,9 +229,73 @@ async fn wrong_password_is_reported_not_hidden() {
         "the password is not echoed: {err}"
     );
     assert!(
-        err.kind() == ErrorKind::Backend && err.to_string().contains("authentication"),
+        err.kind() == ErrorKind::Misconfigured && err.to_string().contains("authentication"),
         "{err}"
     );
     let ok = RedisCache::connect(format!("redis://:right@127.0.0.1:{}", server.port())).await;
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// Regression: a wrong password was a `Backend` error, which the breaker counted as an answer,
+/// so every operation paid a reconnection and an `AUTH` forever. It now opens the breaker,
+/// and the breaker's refusals (and the health probe) name the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_password_opens_the_breaker() {
+    let server = RedisServer::start_with_args(&["--requirepass", "right"]);
+    for url in [
+        format!("redis://:wrong@127.0.0.1:{}", server.port()),
+        format!("redis://127.0.0.1:{}", server.port()),
+    ] {
+        let cache = RedisCache::builder(url).build().unwrap();
+        for _ in 0..5 {
+            let err = cache.get("k").await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Misconfigured, "{err}");
+        }
+        let err = cache.get("k").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err}");
+        assert!(err.to_string().contains("cache_misconfigured"), "{err}");
+        assert!(cache.is_circuit_open());
+        let report = dashcache::health::probe(&cache, Duration::from_millis(100)).await;
+        assert!(!report.is_available());
+        assert!(
+            report
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("cache_misconfigured")),
+            "{report:?}"
+        );
+    }
+}
+
+/// Regression: each SCAN / UNLINK step of a pattern delete had a deadline, the sweep as a whole
+/// none: a frozen-then-slow server could keep a caller in `delete_pattern` indefinitely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_stops_at_its_overall_deadline() {
+    let server = RedisServer::start();
+    let cache = RedisCache::builder(server.url())
+        .timeout(Duration::from_secs(5))
+        .scan_count(500)
+        .sweep_timeout(Some(Duration::from_millis(50)))
+        .connect()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..200_000).map(|i| format!("sweep:{i}")).collect();
+    for chunk in keys.chunks(10_000) {
+        let entries: Vec<(&str, Bytes)> = chunk
+            .iter()
+            .map(|k| (k.as_str(), Bytes::from_static(b"v")))
+            .collect();
+        cache.set_many(&entries, Ttl::secs(600)).await.unwrap();
+    }
+    let started = Instant::now();
+    let err = cache.delete_pattern("sweep:*").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // It stopped: the keys it had not reached are still there.
+    let left = cache.key_count().await.unwrap();
+    assert!(left > 0, "{left} keys left");
 }

@@ -147,10 +147,9 @@ async fn sessions_and_tokens_work_sealed(raw: Arc<dyn Cache>) {
     let keys = Keys::new("t", ["session", "oauth_state"]).unwrap();
     let sealed: Arc<dyn Cache> = Arc::new(Sealed::new(Arc::clone(&raw), Keyring::new(1, &NEW)));
     let store: SessionStore = SessionStore::new(Arc::clone(&sealed), keys.clone());
-    let mut s = SessionData::new("u1", Duration::from_secs(600))
-        .unwrap()
+    let issued = store.issue("u1").unwrap();
+    let s = SessionData::new(&issued.handle, "u1", Duration::from_secs(600))
         .with_user_agent("secret-agent");
-    s.id = store.new_id("u1").unwrap();
     assert!(store.put(&s, None).await.unwrap());
     assert_eq!(
         store
@@ -180,8 +179,11 @@ async fn sessions_and_tokens_work_sealed(raw: Arc<dyn Cache>) {
     assert!(!store.put(&s, None).await.unwrap());
     assert!(store.delete(&s.id).await.is_ok());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let mut later = SessionData::new("u1", Duration::from_secs(600)).unwrap();
-    later.id = store.new_id("u1").unwrap();
+    let later = SessionData::new(
+        store.issue("u1").unwrap().handle,
+        "u1",
+        Duration::from_secs(600),
+    );
     assert!(store.put(&later, None).await.unwrap());
 
     let tokens = OneTimeTokens::<String>::new(sealed, keys, "oauth_state");

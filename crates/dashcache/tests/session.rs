@@ -17,11 +17,14 @@ fn store(cache: Arc<dyn Cache>) -> SessionStore {
     SessionStore::new(cache, Keys::new("t", ["session"]).unwrap())
 }
 
-/// A session of `user` with an id from the store (tagged for Redis Cluster).
+/// A session of `user` under a handle the store issued (tagged for Redis Cluster).
 fn session(user: &str, lifetime: Duration) -> SessionData {
-    let mut s = SessionData::new(user, lifetime).unwrap();
-    s.id = store_for_ids().new_id(user).unwrap();
-    s
+    SessionData::new(store_for_ids().issue(user).unwrap().handle, user, lifetime)
+}
+
+/// A ten-minute session of `user` under `handle`.
+fn session_with(handle: &str, user: &str) -> SessionData {
+    SessionData::new(handle, user, Duration::from_secs(600))
 }
 
 /// A store only for making ids: tags depend on the key declarations alone.
@@ -265,7 +268,8 @@ async fn a_deleted_session_cannot_be_put_back(cache: Arc<dyn Cache>) {
     assert!(!store.put(&unknown, None).await.unwrap());
 }
 
-async fn dead_ids_are_pruned_from_the_index(cache: Arc<dyn Cache>) {
+async fn dead_ids_are_pruned_from_the_index(backend: &dashcache_testkit::Backend) {
+    let cache = backend.cache();
     let store = store(cache.clone());
     let (short, long) = (
         session("u1", Duration::from_secs(600)),
@@ -273,7 +277,7 @@ async fn dead_ids_are_pruned_from_the_index(cache: Arc<dyn Cache>) {
     );
     store.put(&short, Some(Ttl::millis(150))).await.unwrap();
     store.put(&long, None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    backend.wait(Duration::from_millis(350)).await;
     assert_eq!(
         store.list_for_user("u1").await.unwrap(),
         vec![long.id.clone()]
@@ -313,7 +317,36 @@ fn tombstone_key(id: &str) -> String {
         .unwrap()
 }
 
+/// Regression: `list_for_user` pruned every index member whose session it did not find — also a
+/// session stored again between its read and the removal (or, in memory, one whose index entry
+/// was visible before the session itself). That session stayed live but left the index, so
+/// `revoke_all_for_user` missed it.
+async fn a_put_racing_list_for_user_stays_in_the_index(cache: Arc<dyn Cache>) {
+    let store = store(cache.clone());
+    for round in 0..300 {
+        let s = session("racer", Duration::from_secs(600));
+        assert!(store.put(&s, None).await.unwrap());
+        // Evicted behind the store's back: the index still names it.
+        cache
+            .delete(&store.session_key(&s.id).unwrap())
+            .await
+            .unwrap();
+        let (lister, putter) = (store.clone(), store.clone());
+        let listing = tokio::spawn(async move { lister.list_for_user("racer").await });
+        let again = s.clone();
+        let putting = tokio::spawn(async move { putter.put(&again, None).await });
+        listing.await.unwrap().unwrap();
+        assert!(putting.await.unwrap().unwrap());
+        assert!(
+            store.list_for_user("racer").await.unwrap().contains(&s.id),
+            "round {round}: a live session left its user's index"
+        );
+    }
+    assert_eq!(store.revoke_all_for_user("racer").await.unwrap(), 300);
+}
+
 on_every_backend!(
+    a_put_racing_list_for_user_stays_in_the_index,
     round_trip_with_every_field_and_without_the_optional_ones,
     ttl_is_explicit_or_derived_and_never_past_expiry,
     an_expired_session_is_not_stored,
@@ -324,6 +357,54 @@ on_every_backend!(
     five_hundred_concurrent_logins_are_all_indexed_then_all_revoked,
     a_put_racing_a_revoke_cannot_resurrect_the_session,
     a_deleted_session_cannot_be_put_back,
-    dead_ids_are_pruned_from_the_index,
     bad_ids_are_typed_errors,
 );
+
+// The embedded cache's clock is advanced instead of sleeping.
+dashcache_testkit::on_every_backend!(|backend| &backend; dead_ids_are_pruned_from_the_index);
+
+/// A session token is a bearer secret: it is in no key, no value and no index member — the
+/// store keeps the session under a keyed hash of it — and what a listing shows does not
+/// authenticate. On Redis every key the servers hold is read back and searched.
+async fn no_token_is_stored_and_listings_do_not_authenticate(backend: &dashcache_testkit::Backend) {
+    let cache = backend.cache();
+    let store = store(cache.clone());
+    let issued = store.issue("u9").unwrap();
+    let secret = issued.token.split('.').next().unwrap().to_owned();
+    assert!(!issued.handle.contains(&secret));
+    assert!(!format!("{issued:?}").contains(&secret), "{issued:?}");
+    let s = session_with(&issued.handle, "u9");
+    assert!(store.put(&s, None).await.unwrap());
+    assert!(store.get_by_token(&issued.token).await.unwrap().is_some());
+    // The listing's handles revoke but never authenticate.
+    let listed = store.list_for_user("u9").await.unwrap();
+    assert_eq!(listed, vec![issued.handle.clone()]);
+    for handle in &listed {
+        assert!(store.get_by_token(handle).await.unwrap().is_none());
+    }
+    let session_key = store.session_key(&issued.handle).unwrap();
+    let stored = cache.get(&session_key).await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains(&secret));
+    let members = cache
+        .set_members(&store.index_key("u9").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        members
+            .iter()
+            .all(|m| !String::from_utf8_lossy(m).contains(&secret))
+    );
+    for (key, values) in backend.stored().await {
+        assert!(!key.contains(&secret), "the token is in key {key}");
+        for value in values {
+            assert!(
+                !String::from_utf8_lossy(&value).contains(&secret),
+                "the token is in the value of {key}"
+            );
+        }
+    }
+    assert!(store.delete(&issued.handle).await.unwrap());
+    assert!(store.get_by_token(&issued.token).await.unwrap().is_none());
+}
+
+dashcache_testkit::on_every_backend!(|backend| &backend; no_token_is_stored_and_listings_do_not_authenticate);

@@ -8,9 +8,11 @@ use axum::http::HeaderMap;
 
 use crate::error::{Error, Result};
 
-/// The proxies (addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers are
-/// believed. Empty by default: then the headers are ignored, and a client cannot choose the
-/// address it is rate limited as.
+/// The proxies (addresses or CIDR networks) whose forwarding header is believed, and which
+/// header that is: `X-Forwarded-For` by default, `Forwarded` with
+/// [`with_header`](Self::with_header) — exactly one, since a proxy that appends to one passes a
+/// client's own copy of the other through untouched. No proxy by default: then the headers are
+/// ignored, and a client cannot choose the address it is rate limited as.
 ///
 /// ```
 /// use dashcache::ratelimit::TrustedProxies;
@@ -23,6 +25,18 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     networks: Vec<(IpAddr, u8)>,
+    header: ForwardedHeader,
+}
+
+/// The header the trusted proxies write the client address into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, most load balancers). The default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1, …` (RFC 7239).
+    Forwarded,
 }
 
 impl TrustedProxies {
@@ -57,7 +71,22 @@ impl TrustedProxies {
             }
             networks.push((addr, len));
         }
-        Ok(Self { networks })
+        Ok(Self {
+            networks,
+            header: ForwardedHeader::default(),
+        })
+    }
+
+    /// Reads the client address from `header` (and never from the other one).
+    #[must_use]
+    pub fn with_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The header read.
+    pub fn header(&self) -> ForwardedHeader {
+        self.header
     }
 
     /// Whether `ip` is one of the trusted proxies.
@@ -98,11 +127,11 @@ fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 
 /// The client address of a request from `peer` with `headers`.
 ///
-/// When `peer` is a trusted proxy, the forwarded chain (`Forwarded` if present, else
-/// `X-Forwarded-For`, every header line in order) is walked from the right: the right-most
-/// address that is not a trusted proxy is the client, because everything to its left was
-/// written by the client or proxies nobody vouches for. An entry that does not parse stops the
-/// walk at the last address vouched for. Otherwise the peer itself is the client.
+/// When `peer` is a trusted proxy, the forwarded chain of the configured header (every line of
+/// it, in order) is walked from the right: the right-most address that is not a trusted proxy
+/// is the client, because everything to its left was written by the client or proxies nobody
+/// vouches for. An entry that does not parse stops the walk at the last address vouched for.
+/// Otherwise the peer itself is the client.
 pub fn client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
@@ -112,7 +141,7 @@ pub fn client_ip(
     if !trusted.contains(client) {
         return Some(client);
     }
-    for hop in forwarded_chain(headers).iter().rev() {
+    for hop in forwarded_chain(headers, trusted.header).iter().rev() {
         match hop {
             Some(ip) => {
                 client = canonical(*ip);
@@ -128,10 +157,10 @@ pub fn client_ip(
 
 /// The forwarded addresses, left (client) to right (nearest proxy); `None` for an entry that
 /// is not an address (`unknown`, an obfuscated identifier, garbage).
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-    if !forwarded.is_empty() {
-        return forwarded
+fn forwarded_chain(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    if header == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
             .iter()
             .flat_map(|v| {
                 v.to_str()
@@ -233,9 +262,33 @@ mod tests {
         );
     }
 
+    /// Regression: a `Forwarded` header was believed before `X-Forwarded-For` whenever one was
+    /// present, and proxies that append to `X-Forwarded-For` pass a client's own `Forwarded`
+    /// through: a client could pick its own bucket.
+    #[test]
+    fn a_client_s_own_forwarded_header_changes_nothing() {
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).unwrap_or_default();
+        let mut h = headers("x-forwarded-for", &["198.51.100.1"]);
+        h.append("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), &h, &trusted),
+            Some(ip("198.51.100.1"))
+        );
+        // And the other way round, when the proxies write `Forwarded`.
+        let trusted = trusted.with_header(ForwardedHeader::Forwarded);
+        let mut h = headers("forwarded", &["for=198.51.100.1"]);
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), &h, &trusted),
+            Some(ip("198.51.100.1"))
+        );
+    }
+
     #[test]
     fn forwarded_is_understood_with_ports_brackets_and_quotes() {
-        let trusted = TrustedProxies::parse(["2001:db8::/32", "10.0.0.1"]).unwrap_or_default();
+        let trusted = TrustedProxies::parse(["2001:db8::/32", "10.0.0.1"])
+            .unwrap_or_default()
+            .with_header(ForwardedHeader::Forwarded);
         let h = headers(
             "forwarded",
             &["for=192.0.2.60;proto=http, For=\"[2001:db8:cafe::17]:4711\";by=x"],

@@ -11,12 +11,12 @@ use axum::http::Method;
 use axum::response::Response;
 use tower::{Layer, Service, ServiceExt};
 
-use super::bucket::{OnError, Rule, Scope};
 use super::client_ip::{TrustedProxies, client_ip};
-use super::error::{set_headers, too_many_requests, unavailable};
+use super::response::{set_headers, too_many_requests, unavailable};
+use super::rule::{OnError, Rule, Scope};
 use super::service::RateLimit;
 use super::{AuthenticatedUser, RateLimiter, RequestInfo};
-use crate::burst::BurstLog;
+use crate::fallback::BurstLog;
 
 /// Rate limits an axum router: put it on with `Router::layer`, so it runs after routing and
 /// sees the matched route pattern.
@@ -25,7 +25,12 @@ use crate::burst::BurstLog;
 /// `RateLimit-Reset` (seconds until the bucket is full again); a refused request gets 429 with
 /// `Retry-After` and an `application/problem+json` body. When the buckets cannot be reached, a
 /// rule with [`OnError::Allow`] lets the request through (counted as a fail-open), one with
-/// [`OnError::Deny`] answers 503.
+/// [`OnError::Deny`] answers 503, one with [`OnError::Local`] is decided on this instance's own
+/// memory buckets (counted).
+///
+/// Clients are bucketed by address; an IPv6 client by its /64 (configurable with
+/// [`ipv6_prefix`](Self::ipv6_prefix)), since one host usually holds a whole /64 and could
+/// otherwise take a fresh bucket per request.
 ///
 /// The client address is the socket's peer: serve the router with
 /// `into_make_service_with_connect_info::<SocketAddr>()`. Forwarded headers count only from
@@ -57,10 +62,12 @@ pub struct RateLimitLayer {
 #[derive(Clone)]
 pub(crate) struct Config {
     limiter: RateLimiter,
-    routes: HashMap<(Option<Method>, String), Rule>,
+    /// By route pattern, so a request finds its rule without building a key.
+    routes: HashMap<String, RouteRules>,
     default: Option<Rule>,
     skip: HashSet<String>,
     trusted: TrustedProxies,
+    ipv6_prefix: u8,
     counters: Arc<Counters>,
     warnings: Arc<BurstLog>,
 }
@@ -76,12 +83,20 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The rules of one route pattern.
+#[derive(Clone, Default)]
+struct RouteRules {
+    by_method: Vec<(Method, Rule)>,
+    any: Option<Rule>,
+}
+
 #[derive(Default)]
 struct Counters {
     allowed: AtomicU64,
     limited: AtomicU64,
     fail_open: AtomicU64,
     fail_closed: AtomicU64,
+    fail_local: AtomicU64,
 }
 
 /// How the middleware has decided so far.
@@ -96,6 +111,9 @@ pub struct RateLimitStats {
     pub fail_open: u64,
     /// Requests refused with 503 because the buckets could not be reached (`OnError::Deny`).
     pub fail_closed: u64,
+    /// Requests decided on this instance's memory buckets because the store could not be
+    /// reached (`OnError::Local`).
+    pub fail_local: u64,
 }
 
 impl RateLimitLayer {
@@ -109,6 +127,7 @@ impl RateLimitLayer {
                 default: None,
                 skip: HashSet::new(),
                 trusted: TrustedProxies::none(),
+                ipv6_prefix: 64,
                 counters: Arc::default(),
                 warnings: Arc::new(BurstLog::new()),
             }),
@@ -123,16 +142,16 @@ impl RateLimitLayer {
     /// `/api/v1/accounts/{id}`).
     #[must_use]
     pub fn route(mut self, method: Method, pattern: impl Into<String>, rule: Rule) -> Self {
-        self.config()
-            .routes
-            .insert((Some(method), pattern.into()), rule);
+        let rules = self.config().routes.entry(pattern.into()).or_default();
+        rules.by_method.retain(|(m, _)| *m != method);
+        rules.by_method.push((method, rule));
         self
     }
 
     /// Applies `rule` to every method of the route `pattern` (a method-specific rule wins).
     #[must_use]
     pub fn any_method(mut self, pattern: impl Into<String>, rule: Rule) -> Self {
-        self.config().routes.insert((None, pattern.into()), rule);
+        self.config().routes.entry(pattern.into()).or_default().any = Some(rule);
         self
     }
 
@@ -158,6 +177,13 @@ impl RateLimitLayer {
         self
     }
 
+    /// The prefix length an IPv6 client is bucketed by (default 64; 128: each address alone).
+    #[must_use]
+    pub fn ipv6_prefix(mut self, len: u8) -> Self {
+        self.config().ipv6_prefix = len.clamp(1, 128);
+        self
+    }
+
     /// The decisions so far.
     pub fn stats(&self) -> RateLimitStats {
         let c = &self.config.counters;
@@ -166,6 +192,7 @@ impl RateLimitLayer {
             limited: c.limited.load(Ordering::Relaxed),
             fail_open: c.fail_open.load(Ordering::Relaxed),
             fail_closed: c.fail_closed.load(Ordering::Relaxed),
+            fail_local: c.fail_local.load(Ordering::Relaxed),
         }
     }
 
@@ -178,6 +205,7 @@ impl RateLimitLayer {
             ("limited", s.limited),
             ("fail_open", s.fail_open),
             ("fail_closed", s.fail_closed),
+            ("fail_local", s.fail_local),
         ] {
             metrics::counter!("dashcache_ratelimit_decisions_total", "outcome" => outcome)
                 .absolute(n);
@@ -196,18 +224,22 @@ impl<S> Layer<S> for RateLimitLayer {
 impl Config {
     fn rule_for(&self, method: &Method, route: Option<&str>) -> Option<&Rule> {
         route
-            .and_then(|r| {
-                self.routes
-                    .get(&(Some(method.clone()), r.to_owned()))
-                    .or_else(|| self.routes.get(&(None, r.to_owned())))
+            .and_then(|r| self.routes.get(r))
+            .and_then(|rules| {
+                rules
+                    .by_method
+                    .iter()
+                    .find(|(m, _)| m == method)
+                    .map(|(_, rule)| rule)
+                    .or(rules.any.as_ref())
             })
             .or(self.default.as_ref())
     }
 
     /// The bucket id of this request under `rule`'s scope.
-    fn bucket_id(rule: &Rule, info: &RequestInfo<'_>) -> String {
+    fn bucket_id(&self, rule: &Rule, info: &RequestInfo<'_>) -> String {
         let by_ip = || match info.client_ip {
-            Some(ip) => format!("ip:{ip}"),
+            Some(ip) => format!("ip:{}", network_of(ip, self.ipv6_prefix)),
             None => "ip:unknown".to_owned(),
         };
         match rule.scope() {
@@ -226,15 +258,14 @@ impl Config {
     where
         S: Service<Request, Response = Response>,
     {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_owned());
+        // A cheap clone (shared string): the request is moved on below.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let route = matched.as_ref().map(MatchedPath::as_str);
         let path = request.uri().path();
-        if self.skip.contains(route.as_deref().unwrap_or(path)) || self.skip.contains(path) {
+        if self.skip.contains(route.unwrap_or(path)) || self.skip.contains(path) {
             return inner.oneshot(request).await;
         }
-        let Some(rule) = self.rule_for(request.method(), route.as_deref()) else {
+        let Some(rule) = self.rule_for(request.method(), route) else {
             return inner.oneshot(request).await;
         };
         let peer: Option<IpAddr> = request
@@ -244,7 +275,7 @@ impl Config {
         let info = RequestInfo {
             method: request.method().as_str(),
             path,
-            route: route.as_deref(),
+            route,
             client_ip: client_ip(peer, request.headers(), &self.trusted),
             user: request
                 .extensions()
@@ -252,7 +283,7 @@ impl Config {
                 .map(|u| u.0.as_str()),
             headers: request.headers(),
         };
-        let id = Self::bucket_id(rule, &info);
+        let id = self.bucket_id(rule, &info);
         match self.limiter.check(rule, &id).await {
             Ok(decision) if decision.allowed => {
                 self.counters.allowed.fetch_add(1, Ordering::Relaxed);
@@ -265,29 +296,86 @@ impl Config {
                 Ok(too_many_requests(&decision))
             }
             Err(e) => {
-                let fail_open = rule.on_error() == OnError::Allow;
-                let counter = if fail_open {
-                    &self.counters.fail_open
-                } else {
-                    &self.counters.fail_closed
+                let (counter, outcome) = match rule.on_error() {
+                    OnError::Allow => (&self.counters.fail_open, "allowing requests (fail-open)"),
+                    OnError::Deny => (
+                        &self.counters.fail_closed,
+                        "refusing requests (fail-closed)",
+                    ),
+                    _ => (
+                        &self.counters.fail_local,
+                        "deciding on this instance's own buckets",
+                    ),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = self.warnings.should_log() {
                     tracing::warn!(
                         rule = rule.name(),
                         code = e.code(),
-                        error = %e,
+                        error = e.message(),
                         suppressed,
-                        "rate limiting unavailable: {}",
-                        if fail_open { "allowing requests (fail-open)" } else { "refusing requests (fail-closed)" }
+                        "rate limiting unavailable: {outcome}"
                     );
                 }
-                if fail_open {
-                    inner.oneshot(request).await
-                } else {
-                    Ok(unavailable())
+                match rule.on_error() {
+                    OnError::Allow => inner.oneshot(request).await,
+                    OnError::Deny => Ok(unavailable()),
+                    _ => {
+                        let decision = self.limiter.check_locally(rule, &id);
+                        if decision.allowed {
+                            let mut response = inner.oneshot(request).await?;
+                            set_headers(response.headers_mut(), &decision);
+                            Ok(response)
+                        } else {
+                            Ok(too_many_requests(&decision))
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// The network an address is bucketed by: an IPv4 address itself, an IPv6 address's first
+/// `prefix` bits (one host usually holds a whole /64).
+///
+/// ```
+/// use std::net::IpAddr;
+/// use dashcache::ratelimit::network_of;
+///
+/// let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+/// let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+/// assert_eq!(network_of(a, 64), network_of(b, 64));
+/// ```
+pub fn network_of(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.clamp(1, 128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_network_s_bucket() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:ffff::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(network_of(a, 64), network_of(b, 64));
+        assert_ne!(network_of(a, 64), network_of(c, 64));
+        assert_ne!(network_of(a, 128), network_of(b, 128));
+        let v4: IpAddr = "203.0.113.7".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(network_of(v4, 64), v4);
     }
 }

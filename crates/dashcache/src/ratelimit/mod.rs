@@ -13,31 +13,37 @@ mod bucket;
 #[cfg(feature = "axum")]
 mod client_ip;
 #[cfg(feature = "axum")]
-mod error;
-#[cfg(feature = "axum")]
 mod future;
 #[cfg(feature = "axum")]
 mod layer;
-#[cfg(feature = "redis")]
-mod redis;
+#[cfg(feature = "axum")]
+mod response;
+mod rule;
 #[cfg(feature = "axum")]
 mod service;
+mod store;
 mod window;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use bucket::{BucketStore, Decision, KeyFn, MemoryBuckets, OnError, Rule, Scope, Spec};
+use std::future::Future;
+
+use futures::future::{BoxFuture, Either};
+
+pub use bucket::Decision;
 #[cfg(feature = "axum")]
-pub use client_ip::{TrustedProxies, client_ip};
+pub use client_ip::{ForwardedHeader, TrustedProxies, client_ip};
 #[cfg(feature = "axum")]
 pub use future::ResponseFuture;
 #[cfg(feature = "axum")]
-pub use layer::{RateLimitLayer, RateLimitStats};
-#[cfg(feature = "redis")]
-pub use redis::RedisBuckets;
+pub use layer::{RateLimitLayer, RateLimitStats, network_of};
+pub use rule::{KeyFn, OnError, Rule, Scope, Spec};
 #[cfg(feature = "axum")]
 pub use service::RateLimit;
+#[cfg(feature = "redis")]
+pub use store::RedisBuckets;
+pub use store::{BucketStore, MemoryBuckets};
 pub use window::{FixedWindow, WindowDecision};
 
 use crate::error::Result;
@@ -85,25 +91,55 @@ pub struct RequestInfo<'a> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    store: Arc<dyn BucketStore>,
+    store: Store,
+    /// This instance's own buckets, for rules that fall back to them ([`OnError::Local`]):
+    /// the store itself when it is in memory.
+    local: Arc<MemoryBuckets>,
     keys: Keys,
     namespace: String,
+}
+
+/// In memory a bucket is found by (rule, id) directly: no key is built for it.
+#[derive(Debug, Clone)]
+enum Store {
+    Memory(Arc<MemoryBuckets>),
+    Keyed(Arc<dyn BucketStore>),
 }
 
 impl RateLimiter {
     /// Buckets in `store`, keyed under the `ratelimit` namespace of `keys` (which must declare
     /// it).
     pub fn new(store: Arc<dyn BucketStore>, keys: Keys) -> Self {
+        Self::with_store(Store::Keyed(store), keys)
+    }
+
+    /// In-process buckets (a single instance of the service).
+    pub fn memory(keys: Keys) -> Self {
+        Self::in_memory(MemoryBuckets::default(), keys)
+    }
+
+    /// In-process `buckets` (bounded and clocked as configured).
+    pub fn in_memory(buckets: MemoryBuckets, keys: Keys) -> Self {
+        Self::with_store(Store::Memory(Arc::new(buckets)), keys)
+    }
+
+    fn with_store(store: Store, keys: Keys) -> Self {
+        let local = match &store {
+            Store::Memory(buckets) => Arc::clone(buckets),
+            Store::Keyed(_) => Arc::new(MemoryBuckets::default()),
+        };
         Self {
             store,
+            local,
             keys,
             namespace: "ratelimit".to_owned(),
         }
     }
 
-    /// In-process buckets (a single instance of the service).
-    pub fn memory(keys: Keys) -> Self {
-        Self::new(Arc::new(MemoryBuckets::default()), keys)
+    /// Decides on this instance's own memory buckets, whatever the store: what a rule with
+    /// [`OnError::Local`] falls back to while the store cannot be reached.
+    pub fn check_locally(&self, rule: &Rule, id: &str) -> Decision {
+        self.local.take_for(rule.name(), id, rule.spec(), None)
     }
 
     /// Buckets on Redis, shared by every instance of the service.
@@ -133,23 +169,29 @@ impl RateLimiter {
     /// Takes `rule`'s cost from `id`'s bucket, if it has it.
     ///
     /// # Errors
-    /// `InvalidKey` for an id that cannot be a key segment (empty, whitespace); store errors —
-    /// the caller applies the rule's [`OnError`].
-    pub async fn check(&self, rule: &Rule, id: &str) -> Result<Decision> {
-        self.store
-            .take(&self.key(rule, id)?, rule.spec(), None)
-            .await
+    /// `InvalidKey` when the store needs a key and the namespace is not declared; store errors
+    /// — the caller applies the rule's [`OnError`].
+    #[inline]
+    pub fn check<'a>(
+        &'a self,
+        rule: &'a Rule,
+        id: &'a str,
+    ) -> impl Future<Output = Result<Decision>> + Send + 'a {
+        self.take(rule, id, None)
     }
 
-    /// As [`check`](Self::check) at `now_ms` (Unix ms) instead of the store's clock, for
-    /// deterministic tests.
+    /// As [`check`](Self::check) at `now_ms` on the store's time base (see
+    /// [`BucketStore::take`]) instead of its clock, for deterministic tests.
     ///
     /// # Errors
     /// As [`check`](Self::check).
-    pub async fn check_at(&self, rule: &Rule, id: &str, now_ms: u64) -> Result<Decision> {
-        self.store
-            .take(&self.key(rule, id)?, rule.spec(), Some(now_ms))
-            .await
+    pub fn check_at<'a>(
+        &'a self,
+        rule: &'a Rule,
+        id: &'a str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Decision>> + Send + 'a {
+        self.take(rule, id, Some(now_ms))
     }
 
     /// What a check would answer now, without taking anything.
@@ -157,9 +199,7 @@ impl RateLimiter {
     /// # Errors
     /// As [`check`](Self::check).
     pub async fn remaining(&self, rule: &Rule, id: &str) -> Result<Decision> {
-        self.store
-            .peek(&self.key(rule, id)?, rule.spec(), None)
-            .await
+        self.peek(rule, id, None).await
     }
 
     /// As [`remaining`](Self::remaining) at `now_ms`.
@@ -167,9 +207,7 @@ impl RateLimiter {
     /// # Errors
     /// As [`check`](Self::check).
     pub async fn remaining_at(&self, rule: &Rule, id: &str, now_ms: u64) -> Result<Decision> {
-        self.store
-            .peek(&self.key(rule, id)?, rule.spec(), Some(now_ms))
-            .await
+        self.peek(rule, id, Some(now_ms)).await
     }
 
     /// Refills `id`'s bucket for `rule`.
@@ -177,6 +215,41 @@ impl RateLimiter {
     /// # Errors
     /// As [`check`](Self::check).
     pub async fn reset(&self, rule: &Rule, id: &str) -> Result<()> {
-        self.store.reset(&self.key(rule, id)?).await
+        match &self.store {
+            Store::Memory(buckets) => {
+                buckets.reset_for(rule.name(), id);
+                Ok(())
+            }
+            Store::Keyed(store) => store.reset(&self.key(rule, id)?).await,
+        }
+    }
+
+    /// A decision's future: for memory buckets a few words (an `async` block that only reads
+    /// its arguments), for a store a boxed call — either way cheap to create per request.
+    #[inline]
+    fn take<'a>(
+        &'a self,
+        rule: &'a Rule,
+        id: &'a str,
+        now_ms: Option<u64>,
+    ) -> Either<impl Future<Output = Result<Decision>> + Send + 'a, BoxFuture<'a, Result<Decision>>>
+    {
+        match &self.store {
+            Store::Memory(buckets) => {
+                Either::Left(
+                    async move { Ok(buckets.take_for(rule.name(), id, rule.spec(), now_ms)) },
+                )
+            }
+            Store::Keyed(store) => Either::Right(Box::pin(async move {
+                store.take(&self.key(rule, id)?, rule.spec(), now_ms).await
+            })),
+        }
+    }
+
+    async fn peek(&self, rule: &Rule, id: &str, now_ms: Option<u64>) -> Result<Decision> {
+        match &self.store {
+            Store::Memory(buckets) => Ok(buckets.peek_for(rule.name(), id, rule.spec(), now_ms)),
+            Store::Keyed(store) => store.peek(&self.key(rule, id)?, rule.spec(), now_ms).await,
+        }
     }
 }

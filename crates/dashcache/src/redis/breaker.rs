@@ -11,7 +11,7 @@
 //! breaker sees (almost always) one node — and a "wide" one for operations that span ranges or
 //! have no key. A dead master then opens the breakers of its ranges only.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
@@ -62,6 +62,19 @@ impl BreakerConfig {
     }
 }
 
+const UNAVAILABLE: u8 = 0;
+const TIMEOUT: u8 = 1;
+const MISCONFIGURED: u8 = 2;
+
+/// A failure's kind as the breaker remembers it.
+fn cause_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Timeout => TIMEOUT,
+        ErrorKind::Misconfigured => MISCONFIGURED,
+        _ => UNAVAILABLE,
+    }
+}
+
 /// The breaker's state, shared by every clone of a `RedisCache`.
 #[derive(Debug)]
 pub(crate) struct CircuitBreaker {
@@ -71,6 +84,8 @@ pub(crate) struct CircuitBreaker {
     /// Nanoseconds after `epoch` until which the breaker is open, plus one; 0 when closed.
     open_until: AtomicU64,
     probing: AtomicBool,
+    /// The kind of the last failure counted (see [`cause_code`]), named when refusing.
+    last_cause: AtomicU8,
 }
 
 /// Leave to run one operation. Dropped without [`Permit::record`] (the caller's future was
@@ -172,6 +187,7 @@ impl CircuitBreaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            last_cause: AtomicU8::new(UNAVAILABLE),
         }
     }
 
@@ -207,10 +223,15 @@ impl CircuitBreaker {
                 recorded: false,
             });
         }
-        Err(Error::new(
-            ErrorKind::CircuitOpen,
-            "the circuit breaker is open after repeated failures",
-        ))
+        let message = match self.last_cause.load(Ordering::Acquire) {
+            MISCONFIGURED => {
+                "the circuit breaker is open: the server refuses this client's configuration \
+                 (cache_misconfigured)"
+            }
+            TIMEOUT => "the circuit breaker is open after repeated failures (cache_timeout)",
+            _ => "the circuit breaker is open after repeated failures (cache_unavailable)",
+        };
+        Err(Error::new(ErrorKind::CircuitOpen, message))
     }
 
     fn on_success(&self) {
@@ -226,7 +247,13 @@ impl CircuitBreaker {
         }
     }
 
-    fn on_failure(&self, probe: bool, now: Instant) {
+    fn on_failure(&self, probe: bool, now: Instant, cause: &Error) {
+        self.last_cause
+            .store(cause_code(cause.kind()), Ordering::Release);
+        if cause.kind() == ErrorKind::Misconfigured && self.failures.load(Ordering::Acquire) == 0 {
+            // Loud, once per run of failures: no retry will fix it.
+            tracing::error!(error = %cause, "the cache backend refuses this client: fix its configuration");
+        }
         let open_until = self
             .ticks(now)
             .saturating_add(u64::try_from(self.config.open_for.as_nanos()).unwrap_or(u64::MAX));
@@ -260,7 +287,9 @@ impl Permit<'_> {
     pub(crate) fn record<T>(mut self, outcome: &Result<T, Error>, now: impl FnOnce() -> Instant) {
         self.recorded = true;
         match outcome {
-            Err(e) if e.is_transient() => self.breaker.on_failure(self.probe, now()),
+            Err(e) if e.kind().disables_backend() => {
+                self.breaker.on_failure(self.probe, now(), e);
+            }
             _ => self.breaker.on_success(),
         }
         if self.probe {
@@ -283,7 +312,8 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.probe && !self.recorded {
-            self.breaker.on_failure(true, Instant::now());
+            let cancelled = Error::new(ErrorKind::Timeout, "the probe was cancelled");
+            self.breaker.on_failure(true, Instant::now(), &cancelled);
             self.breaker.probing.store(false, Ordering::Release);
         }
     }

@@ -47,8 +47,20 @@ fn classify(e: &RedisError) -> (ErrorKind, &'static str) {
             "the Redis client configuration is invalid",
         ),
         RedisKind::AuthenticationFailed => (
-            ErrorKind::Backend,
+            ErrorKind::Misconfigured,
             "authentication to Redis failed: check the URL's credentials",
+        ),
+        _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => (
+            ErrorKind::Misconfigured,
+            "Redis requires other credentials: check the URL's user and password",
+        ),
+        RedisKind::Server(ServerErrorKind::NoPerm) => (
+            ErrorKind::Misconfigured,
+            "the Redis user lacks a permission this cache needs: check its ACL",
+        ),
+        _ if detail.contains("DB index is out of range") => (
+            ErrorKind::Misconfigured,
+            "the Redis URL names a database the server does not have",
         ),
         _ if e.is_connection_dropped() || e.is_connection_refusal() => (
             ErrorKind::Unavailable,

@@ -3,7 +3,10 @@
 //! They are invoked by SHA (`EVALSHA`); `redis::Script` loads them again after `NOSCRIPT`, so a
 //! flushed script cache or a restarted server costs one extra round trip, never a failure.
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+
+use crate::cache::{Condition, Ttl, Write};
+use crate::error::Result;
 
 /// The scripts of one `RedisCache`, hashed once at construction.
 #[derive(Debug)]
@@ -21,6 +24,78 @@ impl Scripts {
             write_if: Script::new(WRITE_IF),
         }
     }
+}
+
+/// The invocation of [`WRITE_IF`] for `conditions` and `writes`.
+///
+/// # Errors
+/// `InvalidArgument` for a zero TTL.
+pub(crate) fn write_if<'s>(
+    script: &'s Script,
+    conditions: &[Condition<'_>],
+    writes: &[Write<'_>],
+) -> Result<ScriptInvocation<'s>> {
+    let mut invocation = script.prepare_invoke();
+    let mut slot = 0usize;
+    let mut key = |k: &str, inv: &mut ScriptInvocation<'_>| {
+        inv.key(k);
+        slot += 1;
+        slot
+    };
+    invocation.arg(conditions.len());
+    for c in conditions {
+        let n = key(c.key(), &mut invocation);
+        match c {
+            Condition::Absent(_) => invocation.arg("absent").arg(n).arg(""),
+            Condition::Exists(_) => invocation.arg("exists").arg(n).arg(""),
+            Condition::MissingOrBelow(_, bound) => invocation.arg("below").arg(n).arg(*bound),
+            Condition::IntEquals(_, value) => invocation.arg("equals").arg(n).arg(*value),
+        };
+    }
+    invocation.arg(writes.len());
+    for w in writes {
+        let n = key(w.key(), &mut invocation);
+        match w {
+            Write::Set(_, value, ttl) => {
+                invocation.arg("S").arg(n).arg(value.as_ref());
+                ttl_arg(&mut invocation, *ttl)?;
+            }
+            Write::SetInt(_, value, ttl) => {
+                invocation.arg("S").arg(n).arg(*value);
+                ttl_arg(&mut invocation, *ttl)?;
+            }
+            Write::Replace(_, value) => {
+                invocation.arg("R").arg(n).arg(value.as_ref());
+            }
+            Write::Delete(_) => {
+                invocation.arg("D").arg(n);
+            }
+            Write::SetAdd(_, members, ttl) => {
+                invocation.arg("A").arg(n);
+                ttl_arg(&mut invocation, *ttl)?;
+                invocation.arg(members.len());
+                for m in members.iter() {
+                    invocation.arg(m.as_ref());
+                }
+            }
+            Write::SetRemove(_, members) => {
+                invocation.arg("X").arg(n).arg(members.len());
+                for m in members.iter() {
+                    invocation.arg(m.as_ref());
+                }
+            }
+        }
+    }
+    Ok(invocation)
+}
+
+/// A TTL as a script argument: milliseconds, or `''` for no expiry.
+fn ttl_arg(invocation: &mut ScriptInvocation<'_>, ttl: Ttl) -> Result<()> {
+    match ttl.to_millis()? {
+        Some(ms) => invocation.arg(ms),
+        None => invocation.arg(""),
+    };
+    Ok(())
 }
 
 /// KEYS[1] counter; ARGV[1] delta; ARGV[2] TTL in ms for a key without one.
@@ -92,6 +167,12 @@ for _ = 1, ncond do
     if t ~= 'none' then return 0 end
   elseif kind == 'exists' then
     if t == 'none' then return 0 end
+  elseif kind == 'equals' then
+    if t == 'none' then return 0 end
+    if t ~= 'string' then return redis.error_reply(wrongtype) end
+    local v = redis.call('GET', key)
+    if not is_int(v) then return redis.error_reply('ERR value is not an integer or out of range') end
+    if v ~= arg then return 0 end
   else
     if t ~= 'none' then
       if t ~= 'string' then return redis.error_reply(wrongtype) end

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// A session the store can keep: any serde type that names its id, its user and its times.
+/// A session the store can keep: any serde type that names its handle, its user and its times.
 pub trait SessionRecord: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    /// The session's id (unique, unguessable: see [`new_session_id`]).
+    /// The session's handle, from [`SessionStore::issue`](super::SessionStore::issue): what
+    /// it is kept and listed under. Never the bearer token, which is stored nowhere.
     fn session_id(&self) -> &str;
     /// The user it belongs to.
     fn user_id(&self) -> &str;
@@ -29,8 +30,9 @@ pub trait SessionRecord: Serialize + DeserializeOwned + Clone + Send + Sync + 's
     fn record_activity(&mut self, at: SystemTime, ip: Option<IpAddr>);
 }
 
-/// A new session id: 128 bits from the operating system's random source, as 22 URL-safe
-/// characters.
+/// 128 bits from the operating system's random source, as 22 URL-safe characters: the secret
+/// part of a session token ([`SessionStore::issue`](super::SessionStore::issue)), or any id
+/// that must not be guessed.
 ///
 /// # Errors
 /// [`ErrorKind::Backend`] in the very unlikely case the OS cannot supply randomness; an id is
@@ -52,7 +54,7 @@ pub(crate) fn random_token<const N: usize>() -> Result<String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SessionData {
-    /// The session id.
+    /// The session's handle (never its bearer token).
     pub id: String,
     /// The user it belongs to.
     pub user_id: String,
@@ -85,15 +87,33 @@ pub struct SessionData {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// A new session's bearer token, for the client (once), and the handle the store keeps the
+/// session under. `Debug` shows the handle only.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The bearer token: give it to the client and forget it.
+    pub token: String,
+    /// What the session is stored, listed and revoked under.
+    pub handle: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("token", &"<secret>")
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
 impl SessionData {
-    /// A session for `user_id` created now, valid for `lifetime`, with a fresh id.
-    ///
-    /// # Errors
-    /// As [`new_session_id`].
-    pub fn new(user_id: impl Into<String>, lifetime: Duration) -> Result<Self> {
+    /// A session with `handle` (from [`SessionStore::issue`](super::SessionStore::issue)) for
+    /// `user_id`, created now, valid for `lifetime`.
+    pub fn new(handle: impl Into<String>, user_id: impl Into<String>, lifetime: Duration) -> Self {
         let now = SystemTime::now();
-        Ok(Self {
-            id: new_session_id()?,
+        Self {
+            id: handle.into(),
             user_id: user_id.into(),
             created_at: now,
             expires_at: now + lifetime,
@@ -104,7 +124,7 @@ impl SessionData {
             location: None,
             providers: Vec::new(),
             extra: BTreeMap::new(),
-        })
+        }
     }
 
     /// Sets the client address.
@@ -187,7 +207,7 @@ mod tests {
 
     #[test]
     fn times_survive_a_round_trip_at_millisecond_precision() {
-        let s = SessionData::new("u1", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let s = SessionData::new("h", "u1", Duration::from_secs(60));
         let json = serde_json::to_string(&s).unwrap_or_default();
         let back: SessionData = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -5,14 +5,20 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `…:session:{T}:id:<id>` | the session (JSON), TTL until it expires |
-//! | `…:session:{U}:user:<user>` | the set of the user's session ids, TTL ≥ its longest session |
+//! | `…:session:{T}:id:<handle>` | the session (JSON), TTL until it expires |
+//! | `…:session:{U}:user:<user>` | the set of the user's session handles, TTL ≥ its longest session |
 //! | `…:session:{U}:revoked:<user>` | when `revoke_all_for_user` last ran (Unix ms) |
-//! | `…:session:{T}:deleted:<id>` | a tombstone for the id's remaining lifetime |
+//! | `…:session:{T}:deleted:<handle>` | a tombstone for the session's remaining lifetime |
 //!
-//! `{U}` is a hash tag derived from the user; `{T}` is the tag a session id from
-//! [`SessionStore::new_id`] carries — the same `{U}` — so on Redis Cluster a session and
-//! everything its atomic steps touch share one slot.
+//! A session's bearer token is a secret: it is given to the client once, by
+//! [`SessionStore::issue`], and never stored. The store keeps the session under its *handle*, a
+//! keyed hash of the token (HMAC-SHA-256 with the [`Keys`] secret): keys, index members and the
+//! stored record hold the handle, which can list and revoke a session but not authenticate as
+//! it — [`get_by_token`](SessionStore::get_by_token) hashes what it is given.
+//!
+//! `{U}` is a hash tag derived from the user; `{T}` is the tag a token (and so its handle)
+//! carries — the same `{U}` — so on Redis Cluster a session and everything its atomic steps
+//! touch share one slot.
 //!
 //! The session and its index entry are written in one atomic step ([`Cache::write_if`]), under
 //! two conditions that make revocation stick: no tombstone for the id, and no revocation of the
@@ -27,9 +33,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::clock::Clock;
+
 use bytes::Bytes;
 
-pub use data::{SessionData, SessionRecord, new_session_id};
+pub use data::{Issued, SessionData, SessionRecord, new_session_id};
 pub(crate) use data::{random_token, to_unix_millis};
 
 use crate::cache::{Cache, Condition, Ttl, Write};
@@ -50,11 +58,15 @@ const TAG_LEN: usize = 8;
 ///
 /// let keys = Keys::new("app", ["session"])?;
 /// let store: SessionStore = SessionStore::new(Arc::new(MemoryCache::new()), keys);
-/// let session = SessionData::new("user-1", Duration::from_secs(1800))?;
+/// let issued = store.issue("user-1")?; // the token goes to the client, once
+/// let session = SessionData::new(&issued.handle, "user-1", Duration::from_secs(1800));
 /// assert!(store.put(&session, None).await?);
-/// assert_eq!(store.list_for_user("user-1").await?, vec![session.id.clone()]);
+/// assert!(store.get_by_token(&issued.token).await?.is_some());
+/// // Listings show handles: they revoke, they do not authenticate.
+/// assert_eq!(store.list_for_user("user-1").await?, vec![issued.handle.clone()]);
+/// assert!(store.get_by_token(&issued.handle).await?.is_none());
 /// assert_eq!(store.revoke_all_for_user("user-1").await?, 1);
-/// assert!(store.get(&session.id).await?.is_none());
+/// assert!(store.get_by_token(&issued.token).await?.is_none());
 /// # Ok(())
 /// # }
 /// ```
@@ -63,6 +75,7 @@ pub struct SessionStore<S = SessionData> {
     keys: Keys,
     namespace: String,
     max_lifetime: Duration,
+    clock: Clock,
     _session: PhantomData<fn() -> S>,
 }
 
@@ -73,6 +86,7 @@ impl<S> Clone for SessionStore<S> {
             keys: self.keys.clone(),
             namespace: self.namespace.clone(),
             max_lifetime: self.max_lifetime,
+            clock: self.clock.clone(),
             _session: PhantomData,
         }
     }
@@ -97,6 +111,7 @@ impl<S: SessionRecord> SessionStore<S> {
             keys,
             namespace: "session".to_owned(),
             max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            clock: Clock::system(),
             _session: PhantomData,
         }
     }
@@ -117,42 +132,72 @@ impl<S: SessionRecord> SessionStore<S> {
         self
     }
 
+    /// The clock expiry and revocation times are read from (default: the system's).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The hash tag of `user`'s keys: 8 characters of a keyed hash of the id.
     fn user_tag(&self, user: &str) -> String {
         self.keys.opaque(user).chars().take(TAG_LEN).collect()
     }
 
-    /// The hash tag of session `id`: the user tag a [`new_id`](Self::new_id) carries after its
-    /// last `.`, else the id itself.
-    fn id_tag(id: &str) -> &str {
-        id.rsplit_once('.')
-            .map(|(_, tag)| tag)
-            .filter(|tag| {
-                tag.len() == TAG_LEN
-                    && tag
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
-            .unwrap_or(id)
+    /// The hash tag a token or handle carries after its last `.`, when it has one.
+    fn valid_tag(id: &str) -> Option<&str> {
+        id.rsplit_once('.').map(|(_, tag)| tag).filter(|tag| {
+            tag.len() == TAG_LEN
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
     }
 
-    /// A new session id for `user`: 128 random bits from the OS and the user's hash tag,
-    /// `<22 characters>.<8 characters>`. On Redis Cluster a session must have such an id, so
-    /// that it, its tombstone and its user's index share a slot and `put` stays one atomic
-    /// step; elsewhere any unique id works.
+    /// The hash tag of a session's keys: the one its handle carries, else the handle itself.
+    fn id_tag(handle: &str) -> &str {
+        Self::valid_tag(handle).unwrap_or(handle)
+    }
+
+    /// A new session for `user`: its bearer token — 128 random bits from the OS and the user's
+    /// hash tag, `<22 characters>.<8 characters>` — to give to the client once, and the handle
+    /// to keep the session under ([`SessionRecord::session_id`]). On Redis Cluster the tag keeps
+    /// the session, its tombstone and its user's index in one slot.
     ///
     /// # Errors
     /// As [`new_session_id`].
-    pub fn new_id(&self, user: &str) -> Result<String> {
-        Ok(format!("{}.{}", new_session_id()?, self.user_tag(user)))
+    pub fn issue(&self, user: &str) -> Result<Issued> {
+        let token = format!("{}.{}", new_session_id()?, self.user_tag(user));
+        let handle = self.handle_of(&token);
+        Ok(Issued { token, handle })
     }
 
-    /// The key of session `id` (for inspection and tests).
+    /// The handle a presented bearer `token` is kept under: a keyed hash of it, with the tag
+    /// it carries. Any string has a handle; one the store did not issue finds nothing.
+    pub fn handle_of(&self, token: &str) -> String {
+        let hash = self.keys.opaque(token);
+        let tag = match Self::valid_tag(token) {
+            Some(tag) => tag.to_owned(),
+            // Never the token itself: a foreign token's tag comes from its hash.
+            None => hash.chars().take(TAG_LEN).collect(),
+        };
+        format!("{hash}.{tag}")
+    }
+
+    /// The session a bearer `token` authenticates, if it is in the cache and has not expired.
     ///
     /// # Errors
-    /// `InvalidKey` for a malformed id.
-    pub fn session_key(&self, id: &str) -> Result<String> {
-        self.id_key("id", id)
+    /// As [`get`](Self::get).
+    pub async fn get_by_token(&self, token: &str) -> Result<Option<S>> {
+        self.get(&self.handle_of(token)).await
+    }
+
+    /// The key of the session with `handle` (for inspection and tests).
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed handle.
+    pub fn session_key(&self, handle: &str) -> Result<String> {
+        self.id_key("id", handle)
     }
 
     /// The key of `user`'s index (for inspection and tests).
@@ -173,17 +218,18 @@ impl<S: SessionRecord> SessionStore<S> {
             .tagged_key(&self.user_tag(user), [self.namespace.as_str(), kind, user])
     }
 
-    /// Stores `session` and adds it to its user's index, in one atomic step.
+    /// Stores `session` under its handle and adds the handle to its user's index, in one
+    /// atomic step.
     ///
     /// The TTL is `ttl`, or the time left until the session's `expires_at` — never more than
-    /// that. Returns `false`, storing nothing, when the session has already expired, when its
-    /// id was deleted, or when its user's sessions were revoked at or after its creation.
+    /// that. Returns `false`, storing nothing, when the session has already expired, when it
+    /// was deleted, or when its user's sessions were revoked at or after its creation.
     ///
     /// # Errors
     /// `InvalidArgument` for a session meant to live longer than the maximum lifetime;
-    /// `InvalidKey` for an empty or malformed id or user; cache errors.
+    /// `InvalidKey` for an empty or malformed handle or user; cache errors.
     pub async fn put(&self, session: &S, ttl: Option<Ttl>) -> Result<bool> {
-        let now = SystemTime::now();
+        let now = self.clock.wall();
         let Ok(left) = session.expires_at().duration_since(now) else {
             return Ok(false);
         };
@@ -228,39 +274,40 @@ impl<S: SessionRecord> SessionStore<S> {
             .await
     }
 
-    /// The session `id`, if it is in the cache and has not expired.
+    /// The session with `handle`, if it is in the cache and has not expired. Authenticate a
+    /// client with [`get_by_token`](Self::get_by_token), never with this.
     ///
     /// # Errors
     /// `Deserialize` when the stored session does not decode as `S`; cache errors.
-    pub async fn get(&self, id: &str) -> Result<Option<S>> {
-        let key = self.id_key("id", id)?;
+    pub async fn get(&self, handle: &str) -> Result<Option<S>> {
+        let key = self.id_key("id", handle)?;
         let Some(bytes) = self.cache.get(&key).await? else {
             return Ok(None);
         };
         let session: S = decode_json(&key, &bytes)?;
-        Ok((session.expires_at() > SystemTime::now()).then_some(session))
+        Ok((session.expires_at() > self.clock.wall()).then_some(session))
     }
 
-    /// Whether the session `id` is in the cache.
+    /// Whether the session with `handle` is in the cache.
     ///
     /// # Errors
     /// Cache errors.
-    pub async fn exists(&self, id: &str) -> Result<bool> {
-        self.cache.exists(&self.id_key("id", id)?).await
+    pub async fn exists(&self, handle: &str) -> Result<bool> {
+        self.cache.exists(&self.id_key("id", handle)?).await
     }
 
-    /// Records activity on session `id` at `at` from `ip`, keeping its TTL; `false` when the
+    /// Records activity on the session with `handle` at `at` from `ip`, keeping its TTL; `false` when the
     /// session is not in the cache (or was deleted meanwhile: a touch never brings one back).
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub async fn touch(&self, id: &str, at: SystemTime, ip: Option<IpAddr>) -> Result<bool> {
-        let Some(mut session) = self.get(id).await? else {
+    pub async fn touch(&self, handle: &str, at: SystemTime, ip: Option<IpAddr>) -> Result<bool> {
+        let Some(mut session) = self.get(handle).await? else {
             return Ok(false);
         };
         session.record_activity(at, ip);
-        let key = self.id_key("id", id)?;
-        let tombstone = self.id_key("deleted", id)?;
+        let key = self.id_key("id", handle)?;
+        let tombstone = self.id_key("deleted", handle)?;
         let value = encode_json(&key, &session)?;
         self.cache
             .write_if(
@@ -270,15 +317,15 @@ impl<S: SessionRecord> SessionStore<S> {
             .await
     }
 
-    /// Deletes session `id`, removes it from its user's index and leaves a tombstone for the
-    /// rest of its life, so a racing `put` of a copy read earlier cannot bring it back. `true`
-    /// when a live session was removed.
+    /// Deletes the session with `handle`, removes it from its user's index and leaves a
+    /// tombstone for the rest of its life, so a racing `put` of a copy read earlier cannot bring
+    /// it back. `true` when a live session was removed.
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    pub async fn delete(&self, id: &str) -> Result<bool> {
-        let key = self.id_key("id", id)?;
-        let tombstone = self.id_key("deleted", id)?;
+    pub async fn delete(&self, handle: &str) -> Result<bool> {
+        let key = self.id_key("id", handle)?;
+        let tombstone = self.id_key("deleted", handle)?;
         let stored: Option<S> = match self.cache.get(&key).await? {
             Some(bytes) => decode_json(&key, &bytes).ok(),
             None => None,
@@ -286,10 +333,10 @@ impl<S: SessionRecord> SessionStore<S> {
         // Unknown remaining life (not cached, or undecodable): the longest a session can live.
         let left = stored
             .as_ref()
-            .and_then(|s| s.expires_at().duration_since(SystemTime::now()).ok())
+            .and_then(|s| s.expires_at().duration_since(self.clock.wall()).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(self.max_lifetime);
-        let member = [Bytes::copy_from_slice(id.as_bytes())];
+        let member = [Bytes::copy_from_slice(handle.as_bytes())];
         let index_key = match &stored {
             Some(s) => Some(self.user_key("user", s.user_id())?),
             None => None,
@@ -305,8 +352,10 @@ impl<S: SessionRecord> SessionStore<S> {
         Ok(stored.is_some())
     }
 
-    /// The ids of `user`'s sessions still in the cache. Ids whose session is gone (expired,
-    /// evicted) are pruned from the index on the way.
+    /// The handles of `user`'s sessions still in the cache (they revoke, they do not
+    /// authenticate). Ids whose session is gone (expired,
+    /// evicted) are pruned from the index on the way, each by a guarded write that leaves it
+    /// when its session was stored again meanwhile.
     ///
     /// # Errors
     /// `InvalidKey` for a malformed user id; cache errors.
@@ -317,15 +366,20 @@ impl<S: SessionRecord> SessionStore<S> {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let values = self.cache.get_many(&refs).await?;
         let mut alive = Vec::new();
-        let mut dead = Vec::new();
-        for ((id, member), value) in ids.into_iter().zip(members).zip(values) {
-            match value {
-                Some(_) => alive.push(id),
-                None => dead.push(member),
+        for (((id, key), member), value) in ids.into_iter().zip(&keys).zip(members).zip(values) {
+            if value.is_some() {
+                alive.push(id);
+                continue;
             }
-        }
-        if !dead.is_empty() {
-            self.cache.set_remove(&index_key, &dead).await?;
+            // Only while the session is still gone: one re-cached since the read above stays
+            // in the index (a plain removal would hide it from `revoke_all_for_user`).
+            let member = [member];
+            self.cache
+                .write_if(
+                    &[Condition::Absent(key)],
+                    &[Write::SetRemove(&index_key, &member)],
+                )
+                .await?;
         }
         alive.sort();
         Ok(alive)
@@ -341,7 +395,7 @@ impl<S: SessionRecord> SessionStore<S> {
     pub async fn revoke_all_for_user(&self, user: &str) -> Result<u64> {
         let revoked = self.user_key("revoked", user)?;
         let index_key = self.user_key("user", user)?;
-        let now = i64::try_from(to_unix_millis(SystemTime::now())).unwrap_or(i64::MAX);
+        let now = i64::try_from(self.clock.unix_millis()).unwrap_or(i64::MAX);
         // The mark first: any put landing after it is refused, any put before it is in the
         // index the sweep below reads. A later mark, if one exists, stands.
         self.cache
@@ -361,7 +415,8 @@ impl<S: SessionRecord> SessionStore<S> {
         Ok(removed)
     }
 
-    /// The ids (as text) and session keys of index members (validated when they were added).
+    /// The handles (as text) and session keys of index members (validated when they were
+    /// added).
     fn session_keys(&self, members: &[Bytes]) -> Result<(Vec<String>, Vec<String>)> {
         let mut ids = Vec::with_capacity(members.len());
         let mut keys = Vec::with_capacity(members.len());

@@ -10,30 +10,41 @@
 //! - **serve-stale** (optional): a value outlives its TTL by a window; past the TTL it is
 //!   refreshed, and when the refresh fails (error or loader timeout) the stale value is served;
 //! - **negative caching** (optional) of "not found", with its own TTL;
-//! - a **loader timeout** (optional).
+//! - a **loader timeout** (optional);
+//! - **fenced fills** (on by default): an [`invalidate`](CacheAside::invalidate) defeats every
+//!   fill whose load began before it, on every backend — *at most one committed fill per
+//!   generation, and a fill older than the latest invalidation is never committed*. A refused
+//!   fill still answers its caller and is counted (`fills_rejected`). How: the `fence` module.
 //!
 //! Values are stored as JSON behind a 12-byte header (format tag and the instant the value
 //! stops being fresh), so a stale window works the same on every backend. Keys written through
 //! `CacheAside` belong to it: read them through it, not with `get_json`.
 
-use std::any::Any;
+mod bulk;
+mod envelope;
+mod fence;
+mod flight;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared, WeakShared};
+use bytes::Bytes;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::burst::BurstLog;
-use crate::cache::{Cache, Ttl};
+use envelope::{decode, encode};
+use fence::{Seen, fence_key, new_generation};
+use flight::{Flight, Source};
+
+use crate::cache::{Cache, Condition, Ttl, Write};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
+use crate::fallback::BurstLog;
 use crate::metrics::{CacheMetrics, Event};
 
 /// How one lookup was answered.
@@ -107,20 +118,16 @@ struct Inner {
     stale_for: Option<Duration>,
     negative_ttl: Option<Ttl>,
     loader_timeout: Option<Duration>,
+    /// Fence window; `None`: fills are not fenced.
+    fence: Option<Duration>,
     metrics: Option<CacheMetrics>,
     /// False when the cache is wrapped in `Instrumented` with the same metrics, which already
     /// counts hits, misses and operation errors.
     count_reads: bool,
+    clock: Clock,
     flights: Mutex<HashMap<String, Flight>>,
     next_flight: AtomicU64,
     warnings: BurstLog,
-}
-
-/// A load in progress: a weak handle to its shared future, so an abandoned load (every caller
-/// gone) frees itself instead of pinning the loader in the table.
-struct Flight {
-    id: u64,
-    weak: Box<dyn Any + Send + Sync>,
 }
 
 impl fmt::Debug for CacheAside {
@@ -131,6 +138,7 @@ impl fmt::Debug for CacheAside {
             .field("stale_for", &self.inner.stale_for)
             .field("negative_ttl", &self.inner.negative_ttl)
             .field("loader_timeout", &self.inner.loader_timeout)
+            .field("fence", &self.inner.fence)
             .finish_non_exhaustive()
     }
 }
@@ -143,8 +151,10 @@ pub struct CacheAsideBuilder {
     stale_for: Option<Duration>,
     negative_ttl: Option<Ttl>,
     loader_timeout: Option<Duration>,
+    fence: Option<Duration>,
     metrics: Option<CacheMetrics>,
     count_reads: bool,
+    clock: Clock,
 }
 
 impl fmt::Debug for CacheAsideBuilder {
@@ -154,6 +164,7 @@ impl fmt::Debug for CacheAsideBuilder {
             .field("stale_for", &self.stale_for)
             .field("negative_ttl", &self.negative_ttl)
             .field("loader_timeout", &self.loader_timeout)
+            .field("fence", &self.fence)
             .finish_non_exhaustive()
     }
 }
@@ -196,6 +207,26 @@ impl CacheAsideBuilder {
         self
     }
 
+    /// Turns fenced fills off (they are on by default): a fill is then a plain `set`, one
+    /// generation key less per key and no compare step, and an invalidation racing a load can
+    /// be overwritten by the load's older value until its TTL. Only for values that can never
+    /// be stale in a way that matters.
+    pub fn unfenced(mut self) -> Self {
+        self.fence = None;
+        self
+    }
+
+    /// The fence window (default 60 s, at least 2 s): how long a key's generation lives after
+    /// its last change. A load that takes longer than half of it is not committed (its caller
+    /// still gets the value): past that, a generation written after the load began may have
+    /// expired, and the fence could no longer tell.
+    pub fn fence_window(mut self, window: Duration) -> Self {
+        if self.fence.is_some() {
+            self.fence = Some(window.max(Duration::from_secs(2)));
+        }
+        self
+    }
+
     /// Counts every outcome into `metrics`: hits, misses, stale, bypassed, and cache errors.
     pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
         self.metrics = Some(metrics);
@@ -216,6 +247,13 @@ impl CacheAsideBuilder {
         self
     }
 
+    /// The clock freshness is judged on (default: the system's). Freshness is stored with the
+    /// value as calendar time, so every process sharing the cache must agree on it.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Builds it.
     pub fn build(self) -> CacheAside {
         CacheAside {
@@ -225,8 +263,10 @@ impl CacheAsideBuilder {
                 stale_for: self.stale_for,
                 negative_ttl: self.negative_ttl,
                 loader_timeout: self.loader_timeout,
+                fence: self.fence,
                 metrics: self.metrics,
                 count_reads: self.count_reads,
+                clock: self.clock,
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(0),
                 warnings: BurstLog::new(),
@@ -234,17 +274,6 @@ impl CacheAsideBuilder {
         }
     }
 }
-
-/// Where a single-flight's value came from.
-#[derive(Clone, Copy)]
-enum Source {
-    Loaded,
-    /// Another process (or a flight that just finished) had already written it.
-    Cached,
-}
-
-type FlightResult<V, E> = Result<(V, Source), E>;
-type SharedFlight<V, E> = Shared<BoxFuture<'static, FlightResult<V, E>>>;
 
 impl CacheAside {
     /// Starts configuring cache-aside over `cache`.
@@ -255,8 +284,10 @@ impl CacheAside {
             stale_for: None,
             negative_ttl: None,
             loader_timeout: None,
+            fence: Some(fence::DEFAULT_WINDOW),
             metrics: None,
             count_reads: true,
+            clock: Clock::system(),
         }
     }
 
@@ -324,129 +355,16 @@ impl CacheAside {
         self.lookup(key, ttl_for, loader).await
     }
 
-    /// The bulk form: one round trip looks every key up; the loader is called once, with only
-    /// the keys that were missing (or stale, or corrupt), and returns what it found by key.
-    /// Keys it does not return are "not found" (`None`, negatively cached when configured).
-    /// Values come back in the order of `keys`.
-    ///
-    /// Bulk loads are not single-flighted; a failed refresh serves stale values only when every
-    /// missing key has one.
-    ///
-    /// # Errors
-    /// The loader's error when it fails and stale values cannot stand in for all of it.
-    pub async fn get_many_or_load<T, E, F, Fut>(
-        &self,
-        keys: &[&str],
-        ttl: Ttl,
-        loader: F,
-    ) -> Result<Vec<Option<T>>, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout>,
-        F: FnOnce(Vec<String>) -> Fut,
-        Fut: Future<Output = Result<HashMap<String, T>, E>>,
-    {
-        let inner = &self.inner;
-        let now = unix_millis();
-        let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
-        let mut stale: Vec<Option<Option<T>>> = vec![None; keys.len()];
-        let bypassed = match inner.cache.get_many(keys).await {
-            Ok(values) => {
-                for (i, (key, value)) in keys.iter().zip(values).enumerate() {
-                    let Some(bytes) = value else { continue };
-                    match decode::<Option<T>>(key, &bytes) {
-                        Ok(env) if env.fresh_at(now) => found[i] = Some(env.value),
-                        Ok(env) => stale[i] = Some(env.value),
-                        Err(e) => inner.cache_failed(key, &e, false),
-                    }
-                }
-                false
-            }
-            Err(e) => {
-                inner.cache_failed(keys.first().copied().unwrap_or_default(), &e, true);
-                true
-            }
-        };
-        let missing: Vec<String> = keys
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(k, _)| (*k).to_owned())
-            .collect();
-        for (key, f) in keys.iter().zip(&found) {
-            if f.is_some() {
-                inner.count(key, Event::Hit, true);
-            }
-        }
-        if missing.is_empty() {
-            return Ok(found.into_iter().map(Option::flatten).collect());
-        }
-        let loaded = match inner.loader_timeout {
-            Some(limit) => match tokio::time::timeout(limit, loader(missing.clone())).await {
-                Ok(result) => result,
-                Err(_) => Err(E::from(LoaderTimeout(limit))),
-            },
-            None => loader(missing.clone()).await,
-        };
-        let mut loaded = match loaded {
-            Ok(map) => map,
-            Err(e) => {
-                let all_stale = keys
-                    .iter()
-                    .enumerate()
-                    .all(|(i, _)| found[i].is_some() || stale[i].is_some());
-                if !all_stale {
-                    return Err(e);
-                }
-                for (i, key) in keys.iter().enumerate() {
-                    if found[i].is_none() {
-                        inner.count(key, Event::Stale, false);
-                        found[i] = stale[i].take();
-                    }
-                }
-                return Ok(found.into_iter().map(Option::flatten).collect());
-            }
-        };
-        let mut fresh = vec![false; keys.len()];
-        for (i, key) in keys.iter().enumerate() {
-            if found[i].is_none() {
-                found[i] = Some(loaded.remove(*key));
-                fresh[i] = true;
-                let event = if bypassed {
-                    Event::Bypassed
-                } else {
-                    Event::Miss
-                };
-                inner.count(key, event, !bypassed);
-            }
-        }
-        if !bypassed {
-            // One write per key, concurrently (pipelined on Redis), so each gets its own jitter.
-            let writes = keys
-                .iter()
-                .zip(&found)
-                .zip(&fresh)
-                .filter_map(|((key, value), fresh)| {
-                    let value = value.as_ref().filter(|_| *fresh)?;
-                    let ttl = if value.is_some() {
-                        Some(ttl)
-                    } else {
-                        inner.negative_ttl
-                    }?;
-                    Some(inner.write(key, value, ttl))
-                });
-            futures::future::join_all(writes).await;
-        }
-        Ok(found.into_iter().map(Option::flatten).collect())
-    }
-
-    /// Deletes `key`, so the next lookup loads afresh (after a write to the source of truth).
+    /// Deletes `key`, so the next lookup loads afresh (after a write to the source of truth),
+    /// and — with fenced fills, the default — changes its generation in the same atomic step,
+    /// so no fill whose load began before this call can commit afterwards. Returns whether a
+    /// cached value was removed.
     ///
     /// # Errors
     /// The cache's error: an invalidation that did not happen leaves the old value in place
     /// until its TTL, which the caller may want to log or retry.
     pub async fn invalidate(&self, key: &str) -> crate::Result<bool> {
-        let result = self.inner.cache.delete(key).await;
+        let result = self.inner.invalidate(key).await;
         if let Err(e) = &result {
             self.inner.cache_failed(key, e, false);
         }
@@ -471,9 +389,13 @@ impl CacheAside {
         let inner = &self.inner;
         let mut stale = None;
         let mut bypassed = false;
-        match inner.cache.get(key).await {
+        let cached = match inner.cache.get_now(key) {
+            Some(answer) => answer,
+            None => inner.cache.get(key).await,
+        };
+        match cached {
             Ok(Some(bytes)) => match decode::<V>(key, &bytes) {
-                Ok(env) if env.fresh_at(unix_millis()) => {
+                Ok(env) if env.fresh_at(inner.clock.unix_millis()) => {
                     inner.count(key, Event::Hit, true);
                     return Lookup {
                         result: Ok(env.value),
@@ -537,142 +459,9 @@ impl CacheAside {
             },
         }
     }
-
-    /// Joins the load of `key` in progress, or starts one.
-    async fn flight<V, E, P, F, Fut>(
-        &self,
-        key: &str,
-        bypassed: bool,
-        ttl_for: P,
-        loader: F,
-    ) -> FlightResult<V, E>
-    where
-        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
-        P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-    {
-        let shared = {
-            let mut flights = self.inner.flights();
-            let joined = flights.get(key).and_then(|f| {
-                f.weak
-                    .downcast_ref::<WeakShared<BoxFuture<'static, FlightResult<V, E>>>>()
-                    .and_then(WeakShared::upgrade)
-            });
-            match joined {
-                Some(shared) => shared,
-                None => {
-                    let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
-                    let shared: SharedFlight<V, E> = run_flight(
-                        Arc::clone(&self.inner),
-                        key.to_owned(),
-                        id,
-                        bypassed,
-                        ttl_for,
-                        loader,
-                    )
-                    .boxed()
-                    .shared();
-                    if let Some(weak) = shared.downgrade() {
-                        if flights.len() >= 1024 {
-                            // Drop entries of abandoned loads before the table grows.
-                            flights.retain(|_, f| !f.is_abandoned::<V, E>());
-                        }
-                        flights.insert(
-                            key.to_owned(),
-                            Flight {
-                                id,
-                                weak: Box::new(weak),
-                            },
-                        );
-                    }
-                    shared
-                }
-            }
-        };
-        shared.await
-    }
-}
-
-impl Flight {
-    /// True when every caller of this load has gone. Entries of other value types cannot be
-    /// checked from here and are kept (they remove themselves when they finish).
-    fn is_abandoned<V, E>(&self) -> bool
-    where
-        V: Send + Sync + 'static,
-        E: Send + Sync + 'static,
-    {
-        self.weak
-            .downcast_ref::<WeakShared<BoxFuture<'static, FlightResult<V, E>>>>()
-            .is_some_and(|w| w.upgrade().is_none())
-    }
-}
-
-/// One load: check the cache once more (a flight that just finished may have filled it), call
-/// the loader, write the value back. Removes itself from the table when done or dropped.
-async fn run_flight<V, E, P, F, Fut>(
-    inner: Arc<Inner>,
-    key: String,
-    id: u64,
-    bypassed: bool,
-    ttl_for: P,
-    loader: F,
-) -> FlightResult<V, E>
-where
-    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
-    P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<V, E>> + Send + 'static,
-{
-    let _done = FlightDone {
-        inner: Arc::clone(&inner),
-        key: key.clone(),
-        id,
-    };
-    if !bypassed
-        && let Ok(Some(bytes)) = inner.cache.get(&key).await
-        && let Ok(env) = decode::<V>(&key, &bytes)
-        && env.fresh_at(unix_millis())
-    {
-        return Ok((env.value, Source::Cached));
-    }
-    let value = match inner.loader_timeout {
-        Some(limit) => match tokio::time::timeout(limit, loader()).await {
-            Ok(result) => result?,
-            Err(_) => return Err(E::from(LoaderTimeout(limit))),
-        },
-        None => loader().await?,
-    };
-    if !bypassed && let Some(ttl) = ttl_for(&value) {
-        inner.write(&key, &value, ttl).await;
-    }
-    Ok((value, Source::Loaded))
-}
-
-/// Removes a finished (or abandoned) flight from the table, unless a newer one took its place.
-struct FlightDone {
-    inner: Arc<Inner>,
-    key: String,
-    id: u64,
-}
-
-impl Drop for FlightDone {
-    fn drop(&mut self) {
-        let mut flights = self.inner.flights();
-        if flights.get(&self.key).is_some_and(|f| f.id == self.id) {
-            flights.remove(&self.key);
-        }
-    }
 }
 
 impl Inner {
-    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
-        // The table holds only weak handles; a panic elsewhere cannot leave it inconsistent.
-        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Counts an event; one an `Instrumented` layer also sees (a read's hit or miss, a failed
     /// operation) only when no such layer counts into the same metrics.
     fn count(&self, key: &str, event: Event, instrumented_sees_it: bool) {
@@ -690,8 +479,9 @@ impl Inner {
         let seen_below = error.kind() != ErrorKind::Deserialize;
         self.count(key, Event::Error, seen_below);
         if let Some(suppressed) = self.warnings.should_log() {
+            // The key's shape, not its id: an id may be a secret.
             tracing::warn!(
-                key,
+                key = ?crate::error::KeyShape(key),
                 code = error.code(),
                 error = %error,
                 suppressed,
@@ -701,29 +491,120 @@ impl Inner {
         }
     }
 
-    /// Writes `value` with a jittered `ttl` plus the stale window; failures are logged and
-    /// counted, never returned.
-    async fn write<V: Serialize>(&self, key: &str, value: &V, ttl: Ttl) {
+    /// Removes `key` and, when fenced, replaces its generation, in one atomic step each time.
+    async fn invalidate(&self, key: &str) -> crate::Result<bool> {
+        // A lookup from now on must not join a load that began before the source changed:
+        // it would get that load's value, which the fence keeps out of the cache but not out
+        // of its waiters. The load carries on for the callers it has.
+        self.flights().remove(key);
+        let Some(window) = self.fence else {
+            return self.cache.delete(key).await;
+        };
+        let fence = fence_key(key);
+        // Two guarded attempts tell whether a value was there; a fill committing between them
+        // fails the second guard, and the next round removes its value too.
+        for _ in 0..4 {
+            let generation = Write::SetInt(&fence, new_generation(), Ttl::from(window));
+            let removed = self
+                .cache
+                .write_if(
+                    &[Condition::Exists(key)],
+                    &[generation.clone(), Write::Delete(key)],
+                )
+                .await?;
+            if removed {
+                return Ok(true);
+            }
+            if self
+                .cache
+                .write_if(&[Condition::Absent(key)], &[generation])
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        let generation = Write::SetInt(&fence, new_generation(), Ttl::from(window));
+        self.cache
+            .write_if(&[], &[generation, Write::Delete(key)])
+            .await?;
+        Ok(true)
+    }
+
+    /// Encodes `value` with a jittered `ttl` plus the stale window: the bytes and the TTL to
+    /// store them with. Failures are logged and counted.
+    fn stored<V: Serialize>(&self, key: &str, value: &V, ttl: Ttl) -> Option<(Bytes, Ttl)> {
         let (fresh_until, store_ttl) = match ttl.to_millis() {
             Ok(Some(ms)) => {
                 let ms = jittered(ms, self.jitter);
                 let window = self.stale_for.map_or(0, |w| w.as_millis() as u64);
                 (
-                    unix_millis().saturating_add(ms),
+                    self.clock.unix_millis().saturating_add(ms),
                     Ttl::millis(ms.saturating_add(window)),
                 )
             }
             Ok(None) => (u64::MAX, Ttl::Persist),
-            Err(e) => return self.cache_failed(key, &e, false),
+            Err(e) => {
+                self.cache_failed(key, &e, false);
+                return None;
+            }
         };
-        let result = match encode(key, value, fresh_until) {
-            Ok(bytes) => self.cache.set(key, bytes, store_ttl).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            self.cache_failed(key, &e, false);
+        match encode(key, value, fresh_until) {
+            Ok(bytes) => Some((bytes, store_ttl)),
+            Err(e) => {
+                self.cache_failed(key, &e, false);
+                None
+            }
         }
     }
+
+    /// Writes a loaded value back: fenced when a generation was seen before the load (and the
+    /// load is young enough), plain when fills are not fenced. Failures and refusals are
+    /// logged and counted, never returned.
+    async fn commit<V: Serialize>(&self, key: &str, value: &V, ttl: Ttl, seen: Fill) {
+        let Some((bytes, store_ttl)) = self.stored(key, value, ttl) else {
+            return;
+        };
+        let (seen, window) = match (seen, self.fence) {
+            (Fill::Plain, _) | (_, None) => {
+                if let Err(e) = self.cache.set(key, bytes, store_ttl).await {
+                    self.cache_failed(key, &e, false);
+                }
+                return;
+            }
+            // The generation could not be read: committing could overwrite a newer value.
+            (Fill::Unfenceable, Some(_)) => return,
+            (Fill::Fenced(seen), Some(window)) => (seen, window),
+        };
+        if !seen.young(&self.clock, window) {
+            self.count(key, Event::FillRejected, false);
+            return;
+        }
+        let fence = fence_key(key);
+        let condition = match seen.generation {
+            Some(generation) => Condition::IntEquals(&fence, generation),
+            None => Condition::Absent(&fence),
+        };
+        let writes = [
+            Write::Set(key, bytes, store_ttl),
+            Write::SetInt(&fence, new_generation(), Ttl::from(window)),
+        ];
+        match self.cache.write_if(&[condition], &writes).await {
+            Ok(true) => self.count(key, Event::FillCommitted, false),
+            Ok(false) => self.count(key, Event::FillRejected, false),
+            Err(e) => self.cache_failed(key, &e, false),
+        }
+    }
+}
+
+/// How a loaded value may be written back.
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    /// Fills are not fenced: a plain `set`.
+    Plain,
+    /// Committed only if the generation is still the one seen.
+    Fenced(Seen),
+    /// The generation could not be read: not written.
+    Unfenceable,
 }
 
 /// `ttl_ms` scaled by a uniform factor in `1 ± fraction`, at least 1 ms.
@@ -735,76 +616,9 @@ fn jittered(ttl_ms: u64, fraction: f64) -> u64 {
     ((ttl_ms as f64 * factor).round() as u64).max(1)
 }
 
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Format tag of a stored entry: "dc" and version 1.
-const TAG: [u8; 4] = *b"dc\x01\x00";
-
-struct Envelope<V> {
-    value: V,
-    fresh_until: u64,
-}
-
-impl<V> Envelope<V> {
-    fn fresh_at(&self, now_ms: u64) -> bool {
-        now_ms < self.fresh_until
-    }
-}
-
-fn encode<V: Serialize>(key: &str, value: &V, fresh_until: u64) -> crate::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_slice(&TAG);
-    buf.put_u64(fresh_until);
-    let mut writer = buf.writer();
-    serde_json::to_writer(&mut writer, value).map_err(|e| {
-        Error::new(ErrorKind::Serialize, "the value cannot be encoded as JSON")
-            .with_key(key)
-            .with_source(e)
-    })?;
-    Ok(writer.into_inner().freeze())
-}
-
-fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> crate::Result<Envelope<V>> {
-    let corrupt = || {
-        Error::new(
-            ErrorKind::Deserialize,
-            "the cached entry is not a cache-aside entry",
-        )
-        .with_key(key)
-    };
-    let (tag, rest) = bytes.split_at_checked(TAG.len()).ok_or_else(corrupt)?;
-    if tag != TAG {
-        return Err(corrupt());
-    }
-    let (when, json) = rest.split_at_checked(8).ok_or_else(corrupt)?;
-    let fresh_until = u64::from_be_bytes(when.try_into().map_err(|_| corrupt())?);
-    let value = crate::ext::decode_json(key, json)?;
-    Ok(Envelope { value, fresh_until })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envelopes_round_trip_and_refuse_foreign_bytes() {
-        let bytes = encode("k", &vec![1, 2, 3], 42).unwrap_or_default();
-        let env = decode::<Vec<i32>>("k", &bytes).ok();
-        assert_eq!(env.as_ref().map(|e| e.value.clone()), Some(vec![1, 2, 3]));
-        assert_eq!(env.map(|e| e.fresh_until), Some(42));
-        for foreign in [&b""[..], b"dc", b"[1,2,3]", b"dc\x01\x00\x00\x00"] {
-            let err = decode::<Vec<i32>>("k", foreign).err();
-            assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Deserialize));
-        }
-        let mut wrong_type = TAG.to_vec();
-        wrong_type.extend_from_slice(&u64::MAX.to_be_bytes());
-        wrong_type.extend_from_slice(b"\"text\"");
-        assert!(decode::<Vec<i32>>("k", &wrong_type).is_err());
-    }
 
     #[test]
     fn jitter_stays_in_its_band() {

@@ -17,6 +17,12 @@ use crate::key::Keys;
 use crate::memory::{MemoryCache, MemoryCacheBuilder};
 use crate::sealed::Keyring;
 
+mod url;
+
+use url::check_url;
+pub use url::cluster_seeds;
+pub(crate) use url::mask_url;
+
 /// The unit of a numeric variable, for parsing and for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unit {
@@ -145,6 +151,13 @@ const NUMERIC: &[Spec] = &[
         unit: Unit::Millis,
     },
     Spec {
+        var: "CACHE_SWEEP_TIMEOUT_MS",
+        default: 30_000,
+        min: 100,
+        max: 3_600_000,
+        unit: Unit::Millis,
+    },
+    Spec {
         var: "CACHE_BREAKER_FAILURES",
         default: 5,
         min: 1,
@@ -171,6 +184,34 @@ const NUMERIC: &[Spec] = &[
         min: 1 << 20,
         max: 1 << 40,
         unit: Unit::Bytes,
+    },
+    Spec {
+        var: "CACHE_L1_MAX_ENTRIES",
+        default: 100_000,
+        min: 0,
+        max: 1_000_000_000,
+        unit: Unit::Count,
+    },
+    Spec {
+        var: "CACHE_L1_MAX_BYTES",
+        default: 64 << 20,
+        min: 1 << 20,
+        max: 1 << 40,
+        unit: Unit::Bytes,
+    },
+    Spec {
+        var: "CACHE_L1_STALENESS_MS",
+        default: 1000,
+        min: 10,
+        max: 3_600_000,
+        unit: Unit::Millis,
+    },
+    Spec {
+        var: "CACHE_L1_MAX_TTL_SECS",
+        default: 300,
+        min: 1,
+        max: DAY,
+        unit: Unit::Seconds,
     },
 ];
 
@@ -232,6 +273,9 @@ pub struct CacheSettings {
     pub timeout: Duration,
     /// `CACHE_CONNECT_TIMEOUT_MS`: the deadline of a connection attempt (default 250 ms).
     pub connect_timeout: Duration,
+    /// `CACHE_SWEEP_TIMEOUT_MS`: the deadline of a whole `delete_pattern` on Redis (default
+    /// 30 s).
+    pub sweep_timeout: Duration,
     /// `CACHE_BREAKER_FAILURES`: consecutive failures that open the breaker (default 5).
     pub breaker_failures: u32,
     /// `CACHE_BREAKER_OPEN_MS`: how long it stays open (default 500 ms).
@@ -240,6 +284,15 @@ pub struct CacheSettings {
     pub memory_max_entries: u64,
     /// `CACHE_MEMORY_MAX_BYTES`: the embedded cache's byte bound (default 128 MiB).
     pub memory_max_bytes: u64,
+    /// `CACHE_L1_MAX_ENTRIES`: the entry bound of the in-process L1 in front of Redis
+    /// (default 100 000); 0 turns L1 off.
+    pub l1_max_entries: u64,
+    /// `CACHE_L1_MAX_BYTES`: L1's byte bound (default 64 MiB).
+    pub l1_max_bytes: u64,
+    /// `CACHE_L1_STALENESS_MS`: the staleness bound Δ of L1 (default 1 s).
+    pub l1_staleness: Duration,
+    /// `CACHE_L1_MAX_TTL_SECS`: the longest an entry stays in L1 (default 5 minutes).
+    pub l1_max_ttl: Duration,
 }
 
 /// One bad variable.
@@ -425,10 +478,15 @@ impl CacheSettings {
             ttl_jitter_percent: u32::try_from(n("CACHE_TTL_JITTER_PERCENT")).unwrap_or(10),
             timeout: millis("CACHE_TIMEOUT_MS"),
             connect_timeout: millis("CACHE_CONNECT_TIMEOUT_MS"),
+            sweep_timeout: millis("CACHE_SWEEP_TIMEOUT_MS"),
             breaker_failures: u32::try_from(n("CACHE_BREAKER_FAILURES")).unwrap_or(5),
             breaker_open_for: millis("CACHE_BREAKER_OPEN_MS"),
             memory_max_entries: n("CACHE_MEMORY_MAX_ENTRIES"),
             memory_max_bytes: n("CACHE_MEMORY_MAX_BYTES"),
+            l1_max_entries: n("CACHE_L1_MAX_ENTRIES"),
+            l1_max_bytes: n("CACHE_L1_MAX_BYTES"),
+            l1_staleness: millis("CACHE_L1_STALENESS_MS"),
+            l1_max_ttl: secs("CACHE_L1_MAX_TTL_SECS"),
         })
     }
 
@@ -455,11 +513,29 @@ impl CacheSettings {
             crate::RedisCache::builder(url.clone())
                 .timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
+                .sweep_timeout(self.sweep_timeout)
                 .breaker(
                     crate::BreakerConfig::default()
                         .with_failure_threshold(self.breaker_failures)
                         .with_open_for(self.breaker_open_for),
                 )
+        })
+    }
+
+    /// The hybrid cache these settings describe in front of `l2` — L1's bounds, Δ and its
+    /// longest TTL — or `None` when L1 is off (`CACHE_L1_MAX_ENTRIES=0`). Name the namespaces
+    /// to track on the builder.
+    #[cfg(feature = "redis")]
+    pub fn hybrid_cache_builder(
+        &self,
+        l2: crate::RedisCache,
+    ) -> Option<crate::hybrid::HybridCacheBuilder> {
+        (self.l1_max_entries > 0).then(|| {
+            crate::hybrid::HybridCache::builder(l2)
+                .max_entries(self.l1_max_entries)
+                .max_bytes(self.l1_max_bytes)
+                .staleness(self.l1_staleness)
+                .max_ttl(self.l1_max_ttl)
         })
     }
 
@@ -526,6 +602,11 @@ impl fmt::Display for CacheSettings {
             "CACHE_CONNECT_TIMEOUT_MS={}",
             self.connect_timeout.as_millis()
         )?;
+        writeln!(
+            f,
+            "CACHE_SWEEP_TIMEOUT_MS={}",
+            self.sweep_timeout.as_millis()
+        )?;
         writeln!(f, "CACHE_BREAKER_FAILURES={}", self.breaker_failures)?;
         writeln!(
             f,
@@ -533,7 +614,11 @@ impl fmt::Display for CacheSettings {
             self.breaker_open_for.as_millis()
         )?;
         writeln!(f, "CACHE_MEMORY_MAX_ENTRIES={}", self.memory_max_entries)?;
-        write!(f, "CACHE_MEMORY_MAX_BYTES={}", self.memory_max_bytes)
+        writeln!(f, "CACHE_MEMORY_MAX_BYTES={}", self.memory_max_bytes)?;
+        writeln!(f, "CACHE_L1_MAX_ENTRIES={}", self.l1_max_entries)?;
+        writeln!(f, "CACHE_L1_MAX_BYTES={}", self.l1_max_bytes)?;
+        writeln!(f, "CACHE_L1_STALENESS_MS={}", self.l1_staleness.as_millis())?;
+        write!(f, "CACHE_L1_MAX_TTL_SECS={}", self.l1_max_ttl.as_secs())
     }
 }
 
@@ -602,85 +687,6 @@ fn parse_number(value: &str, spec: &Spec) -> Result<u64, String> {
     Ok(n)
 }
 
-fn check_url(url: &str) -> Result<(), String> {
-    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
-    let allowed = "a URL such as redis://[user:password@]host:port[/db], or a cluster's: \
-                   redis+cluster://host:port or comma-separated seed URLs"
-        .to_owned();
-    let (seeds, cluster) = cluster_seeds(url);
-    if seeds.is_empty() {
-        return Err(allowed);
-    }
-    for seed in &seeds {
-        if !SCHEMES.iter().any(|s| seed.starts_with(s)) {
-            return Err(allowed);
-        }
-        if cluster && !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
-            return Err(format!("{allowed} (a cluster is reached over TCP)"));
-        }
-        #[cfg(feature = "redis")]
-        {
-            use redis::IntoConnectionInfo;
-            seed.as_str()
-                .into_connection_info()
-                .map_err(|e| format!("{allowed} ({e})"))?;
-        }
-    }
-    Ok(())
-}
-
-/// The seed URLs of a `REDIS_URL`, and whether it names a cluster: several comma-separated
-/// URLs, or a `redis+cluster://` / `rediss+cluster://` one (returned as `redis://` /
-/// `rediss://`). What [`RedisCache::builder`](crate::RedisCache::builder) does with a URL, for
-/// tools that open their own connections next to a cache.
-///
-/// ```
-/// use dashcache::settings::cluster_seeds;
-/// assert_eq!(cluster_seeds("redis://a:1"), (vec!["redis://a:1".to_owned()], false));
-/// assert_eq!(
-///     cluster_seeds("redis://a:1, redis://b:2"),
-///     (vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()], true)
-/// );
-/// assert_eq!(cluster_seeds("redis+cluster://a:1"), (vec!["redis://a:1".to_owned()], true));
-/// ```
-pub fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
-    let seeds: Vec<String> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.replacen("redis+cluster://", "redis://", 1).replacen(
-                "rediss+cluster://",
-                "rediss://",
-                1,
-            )
-        })
-        .collect();
-    let cluster = seeds.len() > 1 || url.contains("+cluster://");
-    (seeds, cluster)
-}
-
-/// `redis://user:secret@host` → `redis://user:***@host`; each URL of a comma-separated list.
-pub(crate) fn mask_url(url: &str) -> String {
-    if url.contains(',') {
-        return url.split(',').map(mask_url).collect::<Vec<_>>().join(",");
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => format!("{scheme}://***@{host}{path}"),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,17 +712,5 @@ mod tests {
         assert_eq!(s.breaker_failures, 5);
         assert_eq!(s.redis_url, None);
         assert_eq!(s.key_prefix, "dashcache");
-    }
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(mask_url("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(mask_url("redis://pw@h"), "redis://***@h");
-        assert_eq!(mask_url("redis://h:1"), "redis://h:1");
-        assert_eq!(
-            mask_url("redis://:pw@a:1,redis://u:pw2@b:2"),
-            "redis://:***@a:1,redis://u:***@b:2"
-        );
-        assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
     }
 }

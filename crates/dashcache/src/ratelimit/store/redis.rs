@@ -5,8 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::bucket::{BucketStore, Decision, IDLE_MARGIN, Spec};
+use super::BucketStore;
 use crate::error::Result;
+use crate::ratelimit::bucket::{Decision, IDLE_MARGIN};
+use crate::ratelimit::rule::Spec;
 use crate::redis::RedisCache;
 
 /// KEYS[1] bucket (a hash of `u`, units, and `t`, when they were counted);
@@ -97,7 +99,7 @@ impl RedisBuckets {
         };
         invocation.arg(IDLE_MARGIN.as_millis() as u64);
         let (allowed, remaining, retry, reset): (u8, u64, u64, u64) =
-            self.cache.invoke(Some(key), &invocation).await?;
+            self.cache.invoke(key, &invocation).await?;
         Ok(Decision {
             allowed: allowed == 1,
             limit: spec.capacity,

@@ -1,0 +1,148 @@
+//! The bulk form of cache-aside: one round trip looks a batch up, one loader call fills the
+//! gaps.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::envelope::decode;
+use super::fence::{Seen, fence_key};
+use super::{CacheAside, Fill, LoaderTimeout};
+use crate::cache::Ttl;
+use crate::metrics::Event;
+
+impl CacheAside {
+    /// The bulk form: one round trip looks every key up; the loader is called once, with only
+    /// the keys that were missing (or stale, or corrupt), and returns what it found by key.
+    /// Keys it does not return are "not found" (`None`, negatively cached when configured).
+    /// Values come back in the order of `keys`.
+    ///
+    /// Bulk loads are not single-flighted; a failed refresh serves stale values only when every
+    /// missing key has one.
+    ///
+    /// # Errors
+    /// The loader's error when it fails and stale values cannot stand in for all of it.
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        keys: &[&str],
+        ttl: Ttl,
+        loader: F,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout>,
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<HashMap<String, T>, E>>,
+    {
+        let inner = &self.inner;
+        let now = inner.clock.unix_millis();
+        let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
+        let mut stale: Vec<Option<Option<T>>> = vec![None; keys.len()];
+        let bypassed = match inner.cache.get_many(keys).await {
+            Ok(values) => {
+                for (i, (key, value)) in keys.iter().zip(values).enumerate() {
+                    let Some(bytes) = value else { continue };
+                    match decode::<Option<T>>(key, &bytes) {
+                        Ok(env) if env.fresh_at(now) => found[i] = Some(env.value),
+                        Ok(env) => stale[i] = Some(env.value),
+                        Err(e) => inner.cache_failed(key, &e, false),
+                    }
+                }
+                false
+            }
+            Err(e) => {
+                inner.cache_failed(keys.first().copied().unwrap_or_default(), &e, true);
+                true
+            }
+        };
+        let missing: Vec<String> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(k, _)| (*k).to_owned())
+            .collect();
+        for (key, f) in keys.iter().zip(&found) {
+            if f.is_some() {
+                inner.count(key, Event::Hit, true);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found.into_iter().map(Option::flatten).collect());
+        }
+        // The generations of the keys to load, read before the loader runs (one round trip).
+        let mut fills: HashMap<&str, Fill> = HashMap::new();
+        if !bypassed && inner.fence.is_some() {
+            let fences: Vec<String> = missing.iter().map(|k| fence_key(k)).collect();
+            let refs: Vec<&str> = fences.iter().map(String::as_str).collect();
+            let seen = inner.cache.get_many(&refs).await.ok();
+            for (i, key) in missing.iter().enumerate() {
+                let fill = seen
+                    .as_ref()
+                    .and_then(|s| Seen::parse(s.get(i)?.as_ref(), &inner.clock))
+                    .map_or(Fill::Unfenceable, Fill::Fenced);
+                fills.insert(key.as_str(), fill);
+            }
+        }
+        let loaded = match inner.loader_timeout {
+            Some(limit) => match tokio::time::timeout(limit, loader(missing.clone())).await {
+                Ok(result) => result,
+                Err(_) => Err(E::from(LoaderTimeout(limit))),
+            },
+            None => loader(missing.clone()).await,
+        };
+        let mut loaded = match loaded {
+            Ok(map) => map,
+            Err(e) => {
+                let all_stale = keys
+                    .iter()
+                    .enumerate()
+                    .all(|(i, _)| found[i].is_some() || stale[i].is_some());
+                if !all_stale {
+                    return Err(e);
+                }
+                for (i, key) in keys.iter().enumerate() {
+                    if found[i].is_none() {
+                        inner.count(key, Event::Stale, false);
+                        found[i] = stale[i].take();
+                    }
+                }
+                return Ok(found.into_iter().map(Option::flatten).collect());
+            }
+        };
+        let mut fresh = vec![false; keys.len()];
+        for (i, key) in keys.iter().enumerate() {
+            if found[i].is_none() {
+                found[i] = Some(loaded.remove(*key));
+                fresh[i] = true;
+                let event = if bypassed {
+                    Event::Bypassed
+                } else {
+                    Event::Miss
+                };
+                inner.count(key, event, !bypassed);
+            }
+        }
+        if !bypassed {
+            // One write per key, concurrently (pipelined on Redis), so each gets its own jitter
+            // and its own fence.
+            let writes = keys
+                .iter()
+                .zip(&found)
+                .zip(&fresh)
+                .filter_map(|((key, value), fresh)| {
+                    let value = value.as_ref().filter(|_| *fresh)?;
+                    let ttl = if value.is_some() {
+                        Some(ttl)
+                    } else {
+                        inner.negative_ttl
+                    }?;
+                    let fill = fills.get(*key).copied().unwrap_or(Fill::Plain);
+                    Some(inner.commit(key, value, ttl, fill))
+                });
+            futures::future::join_all(writes).await;
+        }
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+}

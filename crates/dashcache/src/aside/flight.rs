@@ -1,0 +1,204 @@
+//! Single-flight: concurrent misses of one key in this process run the loader once; the others
+//! wait for its result (its error too).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, WeakShared};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::envelope::decode;
+use super::fence::{Seen, fence_key};
+use super::{CacheAside, Fill, Inner, LoaderTimeout};
+use crate::cache::Ttl;
+
+/// A load in progress: a weak handle to its shared future, so an abandoned load (every caller
+/// gone) frees itself instead of pinning the loader in the table.
+pub(super) struct Flight {
+    id: u64,
+    weak: Box<dyn Any + Send + Sync>,
+}
+
+/// Where a single-flight's value came from.
+#[derive(Clone, Copy)]
+pub(super) enum Source {
+    Loaded,
+    /// Another process (or a flight that just finished) had already written it.
+    Cached,
+}
+
+type FlightResult<V, E> = Result<(V, Source), E>;
+type SharedFlight<V, E> = Shared<BoxFuture<'static, FlightResult<V, E>>>;
+
+impl CacheAside {
+    /// Joins the load of `key` in progress, or starts one.
+    pub(super) async fn flight<V, E, P, F, Fut>(
+        &self,
+        key: &str,
+        bypassed: bool,
+        ttl_for: P,
+        loader: F,
+    ) -> FlightResult<V, E>
+    where
+        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let shared = {
+            let mut flights = self.inner.flights();
+            let joined = flights.get(key).and_then(|f| {
+                f.weak
+                    .downcast_ref::<WeakShared<BoxFuture<'static, FlightResult<V, E>>>>()
+                    .and_then(WeakShared::upgrade)
+            });
+            match joined {
+                Some(shared) => shared,
+                None => {
+                    let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+                    let shared: SharedFlight<V, E> = run_flight(
+                        Arc::clone(&self.inner),
+                        key.to_owned(),
+                        id,
+                        bypassed,
+                        ttl_for,
+                        loader,
+                    )
+                    .boxed()
+                    .shared();
+                    if let Some(weak) = shared.downgrade() {
+                        if flights.len() >= 1024 {
+                            // Drop entries of abandoned loads before the table grows.
+                            flights.retain(|_, f| !f.is_abandoned::<V, E>());
+                        }
+                        flights.insert(
+                            key.to_owned(),
+                            Flight {
+                                id,
+                                weak: Box::new(weak),
+                            },
+                        );
+                    }
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+}
+
+impl Flight {
+    /// True when every caller of this load has gone. Entries of other value types cannot be
+    /// checked from here and are kept (they remove themselves when they finish).
+    fn is_abandoned<V, E>(&self) -> bool
+    where
+        V: Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.weak
+            .downcast_ref::<WeakShared<BoxFuture<'static, FlightResult<V, E>>>>()
+            .is_some_and(|w| w.upgrade().is_none())
+    }
+}
+
+/// One load: check the cache once more (a flight that just finished may have filled it) and
+/// read the key's generation in the same round trip, call the loader, commit the value. Removes itself from the table when done or dropped.
+async fn run_flight<V, E, P, F, Fut>(
+    inner: Arc<Inner>,
+    key: String,
+    id: u64,
+    bypassed: bool,
+    ttl_for: P,
+    loader: F,
+) -> FlightResult<V, E>
+where
+    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+    P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+{
+    let _done = FlightDone {
+        inner: Arc::clone(&inner),
+        key: key.clone(),
+        id,
+    };
+    let fill = if bypassed {
+        Fill::Plain
+    } else {
+        match inner.before_load::<V>(&key).await {
+            Ok(value) => return Ok((value, Source::Cached)),
+            Err(fill) => fill,
+        }
+    };
+    let value = match inner.loader_timeout {
+        Some(limit) => match tokio::time::timeout(limit, loader()).await {
+            Ok(result) => result?,
+            Err(_) => return Err(E::from(LoaderTimeout(limit))),
+        },
+        None => loader().await?,
+    };
+    if !bypassed && let Some(ttl) = ttl_for(&value) {
+        inner.commit(&key, &value, ttl, fill).await;
+    }
+    Ok((value, Source::Loaded))
+}
+
+/// Removes a finished (or abandoned) flight from the table, unless a newer one took its place.
+struct FlightDone {
+    inner: Arc<Inner>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for FlightDone {
+    fn drop(&mut self) {
+        let mut flights = self.inner.flights();
+        if flights.get(&self.key).is_some_and(|f| f.id == self.id) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+impl Inner {
+    /// The fresh value a flight that just finished wrote, or how to commit a new one: the
+    /// key's generation is read in the same round trip, before the loader runs.
+    pub(super) async fn before_load<V: DeserializeOwned>(&self, key: &str) -> Result<V, Fill> {
+        let fresh = |bytes: &[u8]| {
+            decode::<V>(key, bytes)
+                .ok()
+                .filter(|env| env.fresh_at(self.clock.unix_millis()))
+                .map(|env| env.value)
+        };
+        if self.fence.is_none() {
+            if let Ok(Some(bytes)) = self.cache.get(key).await
+                && let Some(value) = fresh(&bytes)
+            {
+                return Ok(value);
+            }
+            return Err(Fill::Plain);
+        }
+        let fence = fence_key(key);
+        let Ok(mut found) = self.cache.get_many(&[key, &fence]).await else {
+            return Err(Fill::Unfenceable);
+        };
+        let generation = found.pop().flatten();
+        if let Some(Some(bytes)) = found.pop()
+            && let Some(value) = fresh(&bytes)
+        {
+            return Ok(value);
+        }
+        Err(Seen::parse(generation.as_ref(), &self.clock).map_or(Fill::Unfenceable, Fill::Fenced))
+    }
+
+    pub(super) fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+        // The table holds only weak handles; a panic elsewhere cannot leave it inconsistent.
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

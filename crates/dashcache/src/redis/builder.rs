@@ -1,0 +1,202 @@
+//! [`RedisCacheBuilder`]: the URL, deadlines, breaker and limits of a [`RedisCache`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::cluster::ClusterRouter;
+use super::conn::Backend;
+use super::deadline::Deadlines;
+use super::scripts::Scripts;
+use super::{BreakerConfig, Breakers, Inner, RedisCache};
+use crate::cache::Cache;
+use crate::cache::Limits;
+use crate::error::{Error, Result};
+use crate::settings::{cluster_seeds, mask_url};
+
+/// Configures a [`RedisCache`]; see [`RedisCache::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct RedisCacheBuilder {
+    url: String,
+    timeout: Duration,
+    connect_timeout: Option<Duration>,
+    sweep_timeout: Option<Duration>,
+    breaker: BreakerConfig,
+    limits: Limits,
+    scan_count: u32,
+    cluster: bool,
+}
+
+impl fmt::Debug for RedisCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCacheBuilder")
+            .field("url", &mask_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("sweep_timeout", &self.sweep_timeout)
+            .field("breaker", &self.breaker)
+            .field("limits", &self.limits)
+            .field("scan_count", &self.scan_count)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl RedisCacheBuilder {
+    /// The deadline of every operation, connection included (default 250 ms). For
+    /// `delete_pattern` it bounds each `SCAN` / `UNLINK` step; see
+    /// [`sweep_timeout`](Self::sweep_timeout) for the whole.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = dashcache::RedisCache::builder("redis://127.0.0.1").timeout(Duration::from_millis(100));
+    /// # let _ = b;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The deadline of one connection attempt (default: the operation deadline).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The deadline of a whole `delete_pattern` or [`RedisCache::sweep`] (default 30 s; `None`:
+    /// unbounded, for an operator's tool that reports progress). Past it the sweep stops with
+    /// `Timeout`; what it deleted stays deleted.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = dashcache::RedisCache::builder("redis://127.0.0.1")
+    ///     .sweep_timeout(Some(Duration::from_secs(5)));
+    /// # let _ = b;
+    /// ```
+    pub fn sweep_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.sweep_timeout = timeout.into();
+        self
+    }
+
+    /// The circuit breaker's thresholds (default: open after 5 consecutive transient failures,
+    /// probe after 500 ms).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The key and value size limits (default 1 KiB keys, 8 MiB values).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The `COUNT` hint of each `SCAN` step of `delete_pattern` (default 1000, at least 500):
+    /// large enough to sweep quickly, small enough that each step stays short on the server.
+    pub fn scan_count(mut self, count: u32) -> Self {
+        self.scan_count = count.max(500);
+        self
+    }
+
+    /// Talks to a Redis Cluster, the URL being one seed node (several comma-separated seeds,
+    /// or a `redis+cluster://` URL, select the cluster too). See the module docs for what each
+    /// method guarantees there.
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// Builds the cache without any I/O; the connection is made by the first operation. Use
+    /// this when the service must start even while Redis is down (fail-open), and check
+    /// [`Cache::ping`] to report it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a malformed URL or when called outside a Tokio
+    /// runtime (the connection's driver task needs one).
+    pub fn build(self) -> Result<RedisCache> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid_argument(
+                "RedisCache must be built inside a Tokio runtime",
+            ));
+        }
+        let display_url = mask_url(&self.url);
+        let (seeds, cluster) = cluster_seeds(&self.url);
+        let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
+        let invalid = |e: redis::RedisError| {
+            Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
+        };
+        let cluster = cluster || self.cluster;
+        // One attempt per reconnect: retries would keep callers waiting on a backoff schedule
+        // past their deadline. The breaker paces the attempts instead, and our own deadline
+        // covers every operation, connecting included.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(None);
+        let (backend, single) = if cluster {
+            // Connects on first use: a cluster that is down at start is reported by the first
+            // operation (and `ping`), not by a failed start.
+            let router = ClusterRouter::new(&seeds, config, self.timeout).map_err(invalid)?;
+            (Backend::Cluster(router), None)
+        } else {
+            let client = redis::Client::open(self.url.as_str()).map_err(invalid)?;
+            let info = client.get_connection_info().clone();
+            let manager =
+                ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
+            (Backend::Single(manager), Some(info))
+        };
+        Ok(RedisCache {
+            inner: Arc::new(Inner {
+                backend,
+                single,
+                timeout: self.timeout,
+                connect_timeout,
+                deadlines: Deadlines::new(self.timeout),
+                sweep_timeout: self.sweep_timeout,
+                breaker: Breakers::new(self.breaker, cluster),
+                limits: self.limits,
+                scan_count: self.scan_count,
+                scripts: Scripts::new(),
+                display_url,
+            }),
+        })
+    }
+
+    /// Builds the cache and checks that the server answers.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), and the error of the first `PING` (`Unavailable`, `Timeout`,
+    /// or `Backend` for a refused authentication).
+    pub async fn connect(self) -> Result<RedisCache> {
+        let cache = self.build()?;
+        cache.ping().await?;
+        Ok(cache)
+    }
+}
+
+impl RedisCache {
+    /// Starts configuring a cache for `url` (`redis://[user:password@]host:port[/db]`).
+    pub fn builder(url: impl Into<String>) -> RedisCacheBuilder {
+        RedisCacheBuilder {
+            url: url.into(),
+            timeout: Duration::from_millis(250),
+            connect_timeout: None,
+            sweep_timeout: Some(Duration::from_secs(30)),
+            breaker: BreakerConfig::default(),
+            limits: Limits::default(),
+            scan_count: 1000,
+            cluster: false,
+        }
+    }
+
+    /// Connects to `url` with the default deadline and breaker, and checks that it answers.
+    ///
+    /// # Errors
+    /// As [`RedisCacheBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+}

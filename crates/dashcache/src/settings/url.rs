@@ -1,0 +1,117 @@
+//! Redis URLs in settings: validation, cluster seeds, and masking for display.
+
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    let allowed = "a URL such as redis://[user:password@]host:port[/db], or a cluster's: \
+                   redis+cluster://host:port or comma-separated seed URLs"
+        .to_owned();
+    let (seeds, cluster) = cluster_seeds(url);
+    if seeds.is_empty() {
+        return Err(allowed);
+    }
+    for seed in &seeds {
+        if !SCHEMES.iter().any(|s| seed.starts_with(s)) {
+            return Err(allowed);
+        }
+        if cluster && !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+            return Err(format!("{allowed} (a cluster is reached over TCP)"));
+        }
+        #[cfg(feature = "redis")]
+        {
+            use redis::IntoConnectionInfo;
+            seed.as_str()
+                .into_connection_info()
+                .map_err(|e| format!("{allowed} ({e})"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The seed URLs of a `REDIS_URL`, and whether it names a cluster: several comma-separated
+/// URLs, or a `redis+cluster://` / `rediss+cluster://` one (returned as `redis://` /
+/// `rediss://`). What [`RedisCache::builder`](crate::RedisCache::builder) does with a URL, for
+/// tools that open their own connections next to a cache.
+///
+/// ```
+/// use dashcache::settings::cluster_seeds;
+/// assert_eq!(cluster_seeds("redis://a:1"), (vec!["redis://a:1".to_owned()], false));
+/// assert_eq!(
+///     cluster_seeds("redis://a:1, redis://b:2"),
+///     (vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()], true)
+/// );
+/// assert_eq!(cluster_seeds("redis+cluster://a:1"), (vec!["redis://a:1".to_owned()], true));
+/// ```
+pub fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
+    let seeds: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replacen("redis+cluster://", "redis://", 1).replacen(
+                "rediss+cluster://",
+                "rediss://",
+                1,
+            )
+        })
+        .collect();
+    let cluster = seeds.len() > 1 || url.contains("+cluster://");
+    (seeds, cluster)
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`; each URL of a comma-separated list.
+///
+/// Everything up to the last `@` is the user information, so a password holding `@`, `/`, `?`
+/// or `#` (which a URL should percent-encode, but people type) is masked whole; a query
+/// holding an `@` gets masked too, which errs on the safe side.
+pub(crate) fn mask_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(mask_url).collect::<Vec<_>>().join(",");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_url("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_url("redis://pw@h"), "redis://***@h");
+        assert_eq!(mask_url("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            mask_url("redis://:pw@a:1,redis://u:pw2@b:2"),
+            "redis://:***@a:1,redis://u:***@b:2"
+        );
+        assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
+    }
+
+    /// Regression: the authority ended at the first `/`, so a password holding `/`, `?`, `#`
+    /// or `@` was shown in part.
+    #[test]
+    fn passwords_with_url_delimiters_are_masked_whole() {
+        for (url, shown) in [
+            ("redis://u:se/cret@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:a?b#c@d@h:1", "redis://:***@h:1"),
+            (
+                "rediss://u:p/w@h:1,redis://:x#y@g:2",
+                "rediss://u:***@h:1,redis://:***@g:2",
+            ),
+        ] {
+            let masked = mask_url(url);
+            assert_eq!(masked, shown);
+            for secret in ["se/cret", "cret", "a?b", "b#c", "p/w", "x#y"] {
+                assert!(!masked.contains(secret), "{masked} shows {secret}");
+            }
+        }
+    }
+}
