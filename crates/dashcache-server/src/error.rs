@@ -19,6 +19,9 @@ pub enum AppError {
     /// 401: no valid session.
     #[error("authentication required")]
     Unauthorized,
+    /// 401: a login with an unknown user or a wrong password (the two answer alike).
+    #[error("invalid credentials")]
+    BadCredentials,
     /// 403: authenticated, but not allowed.
     #[error("not allowed")]
     Forbidden,
@@ -43,7 +46,7 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -80,7 +83,14 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
-        problem(status, &detail)
+        let mut response = problem(status, &detail);
+        if status == StatusCode::UNAUTHORIZED {
+            // What a client must present (RFC 6750).
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

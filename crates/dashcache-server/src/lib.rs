@@ -10,7 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod error;
-mod routes;
+pub(crate) mod routes;
 pub mod serve;
 pub mod state;
 
@@ -19,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware;
 use axum::routing::{delete, get, post};
-use dashcache::ratelimit::{RateLimitLayer, RateLimiter, Rule, Scope, TrustedProxies};
+use dashcache::ratelimit::{OnError, RateLimitLayer, RateLimiter, Rule, Scope, TrustedProxies};
 
 pub use error::AppError;
 pub use state::AppState;
@@ -30,8 +30,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The service's rate limits: login 5 a minute per address; reads 100 a minute and writes 30 a
 /// minute per user (per address when anonymous); OAuth callbacks 20 a minute per address;
 /// everything else 300 a minute per address — each multiplied by `scale` (1 in production; the
-/// drill and load tests raise it). Health and metrics are never limited. Every rule fails open —
-/// a cache outage must not take logins down — and counts it.
+/// drill and load tests raise it). Health and metrics are never limited. When the buckets
+/// cannot be reached, login and callbacks — what an attacker would hammer — are decided on this
+/// instance's own memory buckets (the limit holds per instance); every other rule fails open,
+/// counted.
 ///
 /// # Errors
 /// Never in practice: the rules are constants (a bad one is a programming error reported as
@@ -45,11 +47,15 @@ pub fn rate_limits(
     let reads = per_minute("reads", 100)?.with_scope(Scope::User);
     let writes = per_minute("writes", 30)?.with_scope(Scope::User);
     let mut layer = RateLimitLayer::new(limiter)
-        .route(Method::POST, "/api/v1/sessions", per_minute("login", 5)?)
+        .route(
+            Method::POST,
+            "/api/v1/sessions",
+            per_minute("login", 5)?.with_on_error(OnError::Local),
+        )
         .route(
             Method::GET,
             "/api/v1/providers/callback",
-            per_minute("callback", 20)?,
+            per_minute("callback", 20)?.with_on_error(OnError::Local),
         )
         .default_rule(per_minute("default", 300)?)
         .skip("/health")
@@ -58,7 +64,7 @@ pub fn rate_limits(
     for path in [
         "/api/v1/users/{id}",
         "/api/v1/users/{id}/sessions",
-        "/api/v1/sessions/{id}",
+        "/api/v1/sessions/current",
         "/api/v1/providers/{connection_id}",
         "/api/v1/accounts",
     ] {
@@ -67,7 +73,8 @@ pub fn rate_limits(
     for (method, path) in [
         (Method::PATCH, "/api/v1/users/{id}"),
         (Method::DELETE, "/api/v1/users/{id}/sessions"),
-        (Method::DELETE, "/api/v1/sessions/{id}"),
+        (Method::DELETE, "/api/v1/users/{id}/sessions/{handle}"),
+        (Method::DELETE, "/api/v1/sessions/current"),
         (Method::POST, "/api/v1/users/{id}/roles"),
         (Method::DELETE, "/api/v1/users/{id}/roles/{role}"),
         (Method::POST, "/api/v1/users/{id}/security/rotate"),
@@ -80,6 +87,21 @@ pub fn rate_limits(
     Ok(layer)
 }
 
+/// How often one client network may present a session the cache does not have (forged,
+/// expired, or the first request after a restart), `per_minute` times `scale`: only then does
+/// a lookup reach the database. Decided on this instance's own buckets while the cache is down.
+///
+/// # Errors
+/// Never in practice (a constant rule).
+pub fn session_lookup_limit(
+    limiter: RateLimiter,
+    scale: u64,
+) -> dashcache::Result<(RateLimiter, Rule)> {
+    let rule = Rule::per_minute("session_lookup", 60u64.saturating_mul(scale.max(1)))?
+        .with_on_error(OnError::Local);
+    Ok((limiter, rule))
+}
+
 /// The service's router over `state`.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -88,8 +110,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/cache/stats", get(routes::ops::stats))
         .route("/api/v1/sessions", post(routes::sessions::login))
         .route(
-            "/api/v1/sessions/{id}",
-            get(routes::sessions::get).delete(routes::sessions::delete),
+            "/api/v1/sessions/current",
+            get(routes::sessions::current).delete(routes::sessions::logout),
         )
         .route(
             "/api/v1/users/{id}",
@@ -98,6 +120,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/users/{id}/sessions",
             get(routes::sessions::list).delete(routes::sessions::revoke_all),
+        )
+        .route(
+            "/api/v1/users/{id}/sessions/{handle}",
+            delete(routes::sessions::revoke_one),
         )
         .route("/api/v1/users/{id}/roles", post(routes::admin::add_role))
         .route(

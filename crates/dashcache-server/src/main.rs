@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dashcache::CacheSettings;
-use dashcache::ratelimit::TrustedProxies;
+use dashcache::ratelimit::{ForwardedHeader, TrustedProxies};
 use dashcache_server::cli::bench::{BenchOp, BenchOptions};
 use dashcache_server::cli::drill::DrillOptions;
-use dashcache_server::cli::http_load::LoadOptions;
+use dashcache_server::cli::http_load::{LoadOptions, TOKEN_VAR};
+use dashcache_server::cli::users::NewUser;
 use dashcache_server::cli::{self, CliError};
-use dashcache_server::serve::{CacheChoice, ServeOptions, build_state, run};
+use dashcache_server::serve::{
+    CacheChoice, DEFAULT_DATABASE_URL, DemoData, ServeOptions, build_state, run,
+};
+use dashcache_server::state::WebOptions;
 use tracing_subscriber::EnvFilter;
 
 /// The cache layer for Rust web services: the reference service and its tools.
@@ -42,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage the service's users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// HTTP load against a running service (the drill runs it as its second process).
     Load(LoadArgs),
     /// Kill, restart, freeze and resume Redis under load; report each phase.
@@ -58,18 +67,35 @@ struct ServeArgs {
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
     /// The database: a SQLite file (created on first run) or `postgres://…`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://dashcache.db?mode=rwc"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
-    /// A proxy (address or CIDR) whose X-Forwarded-For / Forwarded is believed; repeatable.
+    /// Demo users (with published passwords) for an empty database: `auto` only for the
+    /// default SQLite file; `yes` for any empty database; `no` never.
+    #[arg(long, value_enum, env = "DASHCACHE_DEMO", default_value = "auto")]
+    demo: DemoData,
+    /// A proxy (address or CIDR) whose forwarding header is believed; repeatable.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
-    /// Multiply every rate limit (for load tests).
-    #[arg(long, default_value_t = 1, hide = true)]
+    /// The header the trusted proxies write the client address into (only that one is read).
+    #[arg(long, value_enum, default_value = "x-forwarded-for")]
+    forwarded_header: HeaderChoice,
+    /// Mark the session cookie `Secure` (serve behind TLS).
+    #[arg(long, env = "DASHCACHE_SECURE_COOKIES")]
+    secure_cookies: bool,
+    /// A file holding the operations token: with it as a bearer token, `/health` shows its
+    /// details and `/metrics` and `/api/v1/cache/stats` answer — and nobody else gets them.
+    /// `DASHCACHE_OPS_TOKEN` sets it too.
+    #[arg(long)]
+    ops_token_file: Option<std::path::PathBuf>,
+    /// Multiply every rate limit, for load tests that measure the routes and not the limiter
+    /// (1 in production).
+    #[arg(long, default_value_t = 1)]
     rate_limit_scale: u64,
+    /// Add this many milliseconds to every cache-aside load from the database (half before
+    /// the query, half after), as a database across a network would: for drills and demos of
+    /// what the cache saves. 0 in production.
+    #[arg(long, default_value_t = 0)]
+    db_latency_ms: u64,
     /// `none` runs with no cache at all (every read from the database): a kill switch, and the
     /// baseline of what the cache is worth.
     #[arg(long, value_enum, default_value = "auto")]
@@ -105,6 +131,10 @@ struct BenchArgs {
     /// Keys per get-many.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// With a Redis URL: measure the hybrid cache (L1 in front of Redis) against the embedded
+    /// cache, plain `RedisCache` and the raw client, in the same run.
+    #[arg(long)]
+    l1: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,16 +151,42 @@ enum KeysCommand {
     Stats,
 }
 
+/// The forwarding header of `serve --forwarded-header`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HeaderChoice {
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password comes from DASHCACHE_PASSWORD or one line on standard input.
+    Create {
+        /// The user id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: String,
+        /// Make them an admin.
+        #[arg(long)]
+        admin: bool,
+        /// The database.
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate the settings and print the effective configuration (secrets masked).
     Check {
-        /// The database to check with `--ping`.
-        #[arg(
-            long,
-            env = "DATABASE_URL",
-            default_value = "sqlite://dashcache.db?mode=rwc"
-        )]
+        /// The database to check with `--ping` (read, never written).
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
         database_url: String,
         /// Also check that the cache and the database answer.
         #[arg(long)]
@@ -146,9 +202,10 @@ struct LoadArgs {
     /// A path to GET (repeatable; used in turn).
     #[arg(long = "path", required = true)]
     paths: Vec<String>,
-    /// A session id, sent as a bearer token.
+    /// A file holding a session token to send as a bearer token (or set DASHCACHE_TOKEN):
+    /// never on the command line, which every local user can read.
     #[arg(long)]
-    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -222,6 +279,7 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 keys: args.keys,
                 value_size: args.value_size,
                 batch: args.batch,
+                l1: args.l1,
             })
             .await?,
         ),
@@ -240,11 +298,32 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
         Command::Config {
             command: ConfigCommand::Check { database_url, ping },
         } => Some(cli::config::check(&database_url, ping).await?),
+        Command::Users {
+            command:
+                UsersCommand::Create {
+                    id,
+                    name,
+                    email,
+                    admin,
+                    database_url,
+                },
+        } => Some(
+            cli::users::create(
+                &database_url,
+                NewUser {
+                    id,
+                    name,
+                    email,
+                    admin,
+                },
+            )
+            .await?,
+        ),
         Command::Load(args) => {
             let total = cli::http_load::run(&LoadOptions {
                 base: args.url,
                 paths: args.paths,
-                token: args.token,
+                token: secret_from(args.token_file.as_deref(), TOKEN_VAR)?,
                 concurrency: args.concurrency,
                 duration: Duration::from_secs(args.duration_secs),
                 report_every: args.report_every_ms.map(Duration::from_millis),
@@ -284,13 +363,47 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if args.redis_url.is_some() {
         settings.redis_url = args.redis_url;
     }
+    let header = match args.forwarded_header {
+        HeaderChoice::XForwardedFor => ForwardedHeader::XForwardedFor,
+        HeaderChoice::Forwarded => ForwardedHeader::Forwarded,
+    };
     let options = ServeOptions {
         listen: args.listen,
         database_url: args.database_url,
-        trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?,
         rate_limit_scale: args.rate_limit_scale,
         cache: args.cache,
+        demo: args.demo,
+        web: WebOptions {
+            secure_cookies: args.secure_cookies,
+            ops_token: secret_from(args.ops_token_file.as_deref(), "DASHCACHE_OPS_TOKEN")?,
+            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
+            session_lookups: None,
+        },
     };
     let state = build_state(&options, settings).await?;
+    if args.db_latency_ms > 0 {
+        state.simulate_load_latency(std::time::Duration::from_millis(args.db_latency_ms));
+        tracing::warn!(
+            ms = args.db_latency_ms,
+            "every database load is slowed down on purpose (--db-latency-ms)"
+        );
+    }
     run(options, state).await
+}
+
+/// A secret from `file` (its first line), else from the environment variable `var`.
+fn secret_from(file: Option<&std::path::Path>, var: &str) -> Result<Option<String>, CliError> {
+    let secret = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(var).ok(),
+    };
+    Ok(secret.filter(|s| !s.is_empty()))
 }

@@ -4,11 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dashcache::health::{CacheStatus, probe};
-use dashcache::ratelimit::{RateLimiter, TrustedProxies};
+use dashcache::ratelimit::RateLimiter;
 use dashcache::{Cache, CacheSettings};
 
-use crate::db::Db;
-use crate::state::{AppState, keys_for};
+use crate::db::{DEMO_USERS, Db};
+use crate::state::{AppState, Backend, WebOptions, keys_for};
+
+/// The database `serve` uses when given none: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dashcache.db?mode=rwc";
 
 /// A start-up failure, said plainly.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -20,13 +23,47 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The database (`sqlite://file?mode=rwc` or `postgres://…`).
     pub database_url: String,
-    /// Proxies whose forwarded addresses are believed.
-    pub trusted_proxies: TrustedProxies,
     /// Multiplies every rate limit (1 in production; load tests raise it).
     pub rate_limit_scale: u64,
     /// `None` runs without a cache.
     pub cache: CacheChoice,
+    /// Whether an empty database gets the demo users.
+    pub demo: DemoData,
+    /// Cookies, the operations token, the proxies whose forwarded addresses are believed.
+    pub web: WebOptions,
 }
+
+/// Whether `serve` puts the demo users (with their published passwords) into an empty
+/// database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoData {
+    /// Only into the default SQLite file (`dashcache.db`): the first-run experience,
+    /// never a database someone configured.
+    #[default]
+    Auto,
+    /// Into whatever database is empty (asked for explicitly).
+    Yes,
+    /// Never.
+    No,
+}
+
+impl DemoData {
+    /// Whether to seed a database at `url`.
+    fn applies_to(self, url: &str) -> bool {
+        match self {
+            DemoData::Auto => url == DEFAULT_DATABASE_URL,
+            DemoData::Yes => true,
+            DemoData::No => false,
+        }
+    }
+}
+
+/// The namespaces read through L1 when Redis has one in front: the read-mostly records whose
+/// changes must still reach every instance within the bound. One-time tokens (taken once)
+/// and rate-limit buckets (written on every request) would only cost invalidation pushes.
+pub const L1_NAMESPACES: [&str; 6] = [
+    "session", "security", "authz", "user", "accounts", "provider",
+];
 
 /// Builds the state: the database (migrated, seeded), the cache — Redis when the settings name
 /// one, else the embedded cache — and the rate limits on the same backend.
@@ -41,49 +78,101 @@ pub async fn build_state(
     settings: CacheSettings,
 ) -> Result<AppState, StartError> {
     let db = Db::connect(&options.database_url).await?;
+    if options.demo.applies_to(&options.database_url)
+        && db.seed_demo_if_empty(crate::auth::password::hash).await?
+    {
+        let accounts: Vec<String> = DEMO_USERS
+            .iter()
+            .map(|(id, name, _, _, roles)| format!("{id} ({name}, {})", roles.join("+")))
+            .collect();
+        tracing::warn!(
+            accounts = accounts.join(", "),
+            "DEMO DATA: this database now has demo users with PUBLISHED PASSWORDS, one of them an \
+             admin. Never expose it; start from an empty database with --demo no, and create \
+             users with `dashcache users create`."
+        );
+    }
     let keys = keys_for(&settings)?;
-    let (cache, backend, limiter): (Arc<dyn Cache>, &'static str, RateLimiter) =
-        match settings.redis_cache_builder() {
-            _ if options.cache == CacheChoice::None => {
-                (Arc::new(DisabledCache), "none", RateLimiter::memory(keys))
-            }
-            Some(builder) => {
-                let redis = builder.build()?;
-                let backend = if redis.is_cluster() {
-                    "redis-cluster"
-                } else {
-                    "redis"
-                };
-                (
-                    Arc::new(redis.clone()),
-                    backend,
-                    RateLimiter::redis(redis, keys),
-                )
-            }
-            None => {
-                let memory = settings.memory_cache_builder().build();
-                (Arc::new(memory), "memory", RateLimiter::memory(keys))
-            }
-        };
-    let report = probe(cache.as_ref(), std::time::Duration::from_millis(50)).await;
+    let (backend, limiter) = match settings.redis_cache_builder() {
+        _ if options.cache == CacheChoice::None => (
+            Backend::plain(Arc::new(DisabledCache), "none", &keys),
+            RateLimiter::memory(keys.clone()),
+        ),
+        Some(builder) => {
+            let redis = builder.build()?;
+            let name = if redis.is_cluster() {
+                "redis-cluster"
+            } else {
+                "redis"
+            };
+            // Rate limiting stays exact: its buckets live on Redis, never in L1.
+            let limiter = RateLimiter::redis(redis.clone(), keys.clone());
+            let backend = match settings.hybrid_cache_builder(redis.clone()) {
+                Some(hybrid) => {
+                    let metrics = dashcache::metrics::CacheMetrics::new(&keys);
+                    let l1 = hybrid
+                        .track_namespaces(&keys, L1_NAMESPACES)?
+                        .metrics(metrics.clone())
+                        .build()?;
+                    tracing::info!(
+                        staleness_ms = settings.l1_staleness.as_millis() as u64,
+                        max_entries = settings.l1_max_entries,
+                        namespaces = L1_NAMESPACES.join(","),
+                        "L1 on: reads of these namespaces are answered in process, kept \
+                         coherent by Redis within the staleness bound"
+                    );
+                    Backend {
+                        cache: Arc::new(l1.clone()),
+                        name,
+                        l1: Some(l1),
+                        metrics,
+                    }
+                }
+                None => Backend::plain(Arc::new(redis), name, &keys),
+            };
+            (backend, limiter)
+        }
+        None => {
+            let memory = settings.memory_cache_builder().build();
+            (
+                Backend::plain(Arc::new(memory), "memory", &keys),
+                RateLimiter::memory(keys.clone()),
+            )
+        }
+    };
+    let report = probe(backend.cache.as_ref(), std::time::Duration::from_millis(50)).await;
     match report.status {
         CacheStatus::Down => tracing::error!(
-            backend,
+            backend = backend.name,
             error = report.detail.as_deref().unwrap_or_default(),
             "THE CACHE IS UNREACHABLE: serving from the database only (degraded) until it answers"
         ),
         _ => tracing::info!(
-            backend,
+            backend = backend.name,
             latency_ms = report.latency.map(|d| d.as_secs_f64() * 1e3),
             "cache ready"
         ),
     }
+    let limiter_for_lookups = limiter.clone();
     let rate_limits = crate::rate_limits(
         limiter,
-        options.trusted_proxies.clone(),
+        options.web.trusted_proxies.clone(),
         options.rate_limit_scale,
     )?;
-    Ok(AppState::new(db, cache, backend, rate_limits, settings)?)
+    let mut web = options.web.clone();
+    if web.session_lookups.is_none() {
+        web.session_lookups = Some(crate::session_lookup_limit(
+            limiter_for_lookups,
+            options.rate_limit_scale,
+        )?);
+    }
+    if settings.key_secret.is_none() {
+        tracing::warn!(
+            "CACHE_KEY_SECRET is not set: session handles and opaque keys are keyed by the key \
+             prefix alone. Set a secret of 16 bytes or more in production."
+        );
+    }
+    Ok(AppState::new(db, backend, rate_limits, settings, web)?)
 }
 
 /// Serves the app on `options.listen` until SIGINT or SIGTERM, then finishes the requests in

@@ -1,5 +1,5 @@
 //! The `dashcache` binary: help and version, `config check`, `keys`, `bench`, `serve` on a
-//! Redis Cluster, and the drill.
+//! Redis Cluster, two `serve` processes sharing one Redis through their L1s, and the drill.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a panic is how a test fails
 
@@ -81,6 +81,100 @@ fn config_check_lists_every_problem_and_masks_secrets() {
     );
     assert!(!ok);
     assert!(err.contains("cache_unavailable"), "{err}");
+}
+
+/// `config check --ping` reads the database it is pointed at and never writes: a missing file
+/// stays missing, an empty one stays empty (no migration, no demo users).
+#[test]
+fn config_check_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    for (path, exists) in [(&missing, false), (&empty, true)] {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let (_, out, err) = dashcache(&["config", "check", "--ping", "--database-url", &url], &[]);
+        assert_eq!(path.exists(), exists, "{out}{err}");
+        if exists {
+            assert_eq!(std::fs::metadata(path).unwrap().len(), 0, "{out}{err}");
+        }
+    }
+}
+
+/// `users create` makes an admin for an empty database, the password from the environment or
+/// standard input (never an argument), and refuses a short password or a taken id.
+#[test]
+fn users_create_makes_an_admin_with_a_password_from_outside_the_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("users.db").display()
+    );
+    let create = |id: &str| {
+        vec![
+            "users".to_owned(),
+            "create".to_owned(),
+            id.to_owned(),
+            "--name".to_owned(),
+            "The Boss".to_owned(),
+            "--email".to_owned(),
+            format!("{id}@example.com"),
+            "--admin".to_owned(),
+            "--database-url".to_owned(),
+            url.clone(),
+        ]
+    };
+    let args = create("boss");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = dashcache(&args, &[("DASHCACHE_PASSWORD", "short")]);
+    assert!(!ok && err.contains("12"), "{err}");
+    let password = "correct horse battery staple";
+    let (ok, out, err) = dashcache(&args, &[("DASHCACHE_PASSWORD", password)]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created boss (admin, user)"), "{out}");
+    assert!(!out.contains(password) && !err.contains(password));
+    let (ok, _, err) = dashcache(&args, &[("DASHCACHE_PASSWORD", password)]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    // From standard input.
+    let stdin_args = create("deputy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dashcache"))
+        .args(&stdin_args)
+        .env_remove("DASHCACHE_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "another long passphrase").unwrap();
+    }
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use dashcache_server::auth::password;
+        let db = dashcache_server::db::Db::connect(&url).await.unwrap();
+        assert_eq!(db.user_count().await.unwrap(), 2, "no demo users either");
+        let boss = db.user("boss").await.unwrap().unwrap();
+        assert_eq!(boss.roles, ["admin", "user"]);
+        let hash = db.password_hash("boss").await.unwrap().unwrap();
+        assert!(!hash.contains(password), "hashed at rest");
+        assert!(password::verify(password.to_owned(), hash.clone()).await);
+        assert!(!password::verify("wrong".to_owned(), hash).await);
+        let hash = db.password_hash("deputy").await.unwrap().unwrap();
+        assert!(password::verify("another long passphrase".to_owned(), hash).await);
+    });
 }
 
 #[test]
@@ -246,13 +340,15 @@ fn bench_and_serve_take_a_cluster_url() {
         .args(["serve", "--listen", &listen])
         .env("REDIS_URL", &url)
         .env("DATABASE_URL", "sqlite::memory:")
+        // The operations token from the environment, never the command line.
+        .env("DASHCACHE_OPS_TOKEN", OPS_TOKEN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
     let health = loop {
-        if let Some(reply) = http_get(&listen, "/health") {
+        if let Some(reply) = http_get(&listen, "/health", None) {
             break reply;
         }
         assert!(
@@ -261,24 +357,193 @@ fn bench_and_serve_take_a_cluster_url() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let users = http_get(&listen, "/api/v1/users/u1");
+    let details = http_get(&listen, "/health", Some(OPS_TOKEN)).unwrap();
+    let metrics_anonymous = http_get(&listen, "/metrics", None).unwrap();
+    let metrics = http_get(&listen, "/metrics", Some(OPS_TOKEN)).unwrap();
+    let users = http_get(&listen, "/api/v1/users/u1", None);
     serve.kill().unwrap();
     serve.wait().unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    assert!(health.contains(r#""status":"healthy""#), "{health}");
-    assert!(health.contains(r#""backend":"redis-cluster""#), "{health}");
+    assert!(health.ends_with(r#"{"status":"healthy"}"#), "{health}");
+    assert!(
+        details.contains(r#""backend":"redis-cluster""#),
+        "{details}"
+    );
+    assert!(!details.contains("redis://"), "no URL: {details}");
+    assert!(
+        metrics_anonymous.starts_with("HTTP/1.1 401"),
+        "{metrics_anonymous}"
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     let users = users.unwrap();
     assert!(users.starts_with("HTTP/1.1 "), "{users}");
     assert!(!users.starts_with("HTTP/1.1 5"), "{users}");
 }
 
-/// A GET over a plain socket; the whole reply, or `None` when nothing listens yet.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+const OPS_TOKEN: &str = "ops-token-for-the-test-0123456789";
+
+/// A `dashcache serve` process, killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    listen: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `dashcache serve` on a free port with `env`, and waits until it answers.
+fn serve(env: &[(&str, &str)], args: &[&str]) -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dashcache"));
+    cmd.args(["serve", "--listen", &listen])
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env("DASHCACHE_OPS_TOKEN", OPS_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let serve = Serve {
+        child: cmd.spawn().unwrap(),
+        listen,
+    };
+    let started = std::time::Instant::now();
+    while http_get(&serve.listen, "/health", None).is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "serve did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    serve
+}
+
+#[test]
+fn two_serve_processes_on_one_redis_see_a_logout_within_the_bound() {
+    use std::time::{Duration, Instant};
+    let delta = Duration::from_millis(300);
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("shared.db").display()
+    );
+    let staleness = delta.as_millis().to_string();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("DATABASE_URL", database),
+        ("DASHCACHE_DEMO", "yes".to_owned()),
+        ("CACHE_L1_STALENESS_MS", staleness),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // One after the other: the first seeds the shared database.
+    let a = serve(&env, &["--rate-limit-scale", "100"]);
+    let b = serve(&env, &["--rate-limit-scale", "100"]);
+    for s in [&a, &b] {
+        let started = Instant::now();
+        loop {
+            let health = http_get(&s.listen, "/health", Some(OPS_TOKEN)).unwrap();
+            if health.contains(r#""serving":true"#) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{health}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let login = http(
+        &a.listen,
+        "POST",
+        "/api/v1/sessions",
+        None,
+        Some(r#"{"user_id":"u2","password":"bob-password"}"#),
+    );
+    assert!(login.starts_with("HTTP/1.1 201"), "{login}");
+    let body = login.split("\r\n\r\n").nth(1).unwrap();
+    let token = serde_json::from_str::<serde_json::Value>(body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        let reply = http_get(&b.listen, "/api/v1/users/u2", Some(&token)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let stats = http_get(&b.listen, "/api/v1/cache/stats", Some(OPS_TOKEN)).unwrap();
+    let body = stats.split("\r\n\r\n").nth(1).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(
+        stats["namespaces"]["session"]["l1_hits"].as_u64().unwrap() > 0,
+        "B answered the session from its L1: {stats}"
+    );
+
+    let logout = http(
+        &a.listen,
+        "DELETE",
+        "/api/v1/sessions/current",
+        Some(&token),
+        None,
+    );
+    assert!(logout.starts_with("HTTP/1.1 204"), "{logout}");
+    let done = Instant::now();
+    loop {
+        let started = Instant::now();
+        let reply = http_get(&b.listen, "/api/v1/users/u2", Some(&token)).unwrap();
+        if reply.starts_with("HTTP/1.1 401") {
+            eprintln!(
+                "B refused the session {:?} after A's logout",
+                started - done
+            );
+            break;
+        }
+        assert!(
+            started - done <= delta,
+            "B accepted a logged-out session {:?} after the logout: {reply}",
+            started - done
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A request over a plain socket; the whole reply.
+fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>, body: Option<&str>) -> String {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// A GET over a plain socket, with `bearer` as its token; the whole reply, or `None` when
+/// nothing listens yet.
+fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut reply = String::new();

@@ -94,3 +94,25 @@ async fn the_service_runs_on_postgresql_and_redis() {
         .await;
     assert_eq!(all.body["revoked"], 1);
 }
+
+/// A PostgreSQL database starts empty: `serve`'s default (`DemoData::Auto`) seeds only the
+/// default SQLite file, so no published admin password ever lands in a real database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_postgresql_database_gets_no_demo_users() {
+    let postgres = PostgresServer::start();
+    let schema = postgres.schema();
+    let mut options = common::options(schema.url());
+    options.demo = dashcache_server::serve::DemoData::Auto;
+    let app = common::app_with(&options, common::settings(None)).await;
+    assert!(app.state.db().is_postgres());
+    assert_eq!(app.state.db().user_count().await.unwrap(), 0);
+    let alice = app
+        .send(
+            Method::POST,
+            "/api/v1/sessions",
+            None,
+            Some(json!({ "user_id": "u1", "password": "alice-password" })),
+        )
+        .await;
+    assert_eq!(alice.status, StatusCode::UNAUTHORIZED);
+}

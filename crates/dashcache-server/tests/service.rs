@@ -11,41 +11,29 @@ use common::{TestApp, assert_problem, sqlite_app};
 use dashcache_testkit::RedisServer;
 use serde_json::json;
 
-/// One test per backend (memory, Redis, Redis Cluster) for each scenario `async fn(&TestApp)`.
-macro_rules! on_both_caches {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    let app = super::sqlite_app(None).await;
-                    super::$scenario(&app).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis() {
-                    let server = dashcache_testkit::RedisServer::start();
-                    let app = super::sqlite_app(Some(server.url())).await;
-                    super::$scenario(&app).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn redis_cluster() {
-                    let cluster = dashcache_testkit::RedisCluster::start();
-                    let app = super::sqlite_app(Some(cluster.url())).await;
-                    super::$scenario(&app).await;
-                }
-            }
-        )*
-    };
-}
-
 async fn health_metrics_and_stats(app: &TestApp) {
     let health = app.get("/health", None).await;
     assert_eq!(health.status, StatusCode::OK);
-    assert_eq!(health.body["status"], "healthy", "{}", health.body);
-    assert_eq!(health.body["database"]["status"], "up");
-    assert_eq!(health.body["cache"]["probe"]["status"], "up");
+    assert_eq!(
+        health.body,
+        json!({ "status": "healthy" }),
+        "anyone sees the verdict alone"
+    );
+    let bob = app.login("u2").await;
+    assert_eq!(
+        app.get("/health", Some(&bob)).await.body,
+        json!({ "status": "healthy" })
+    );
+    let admin = app.login("u1").await;
+    let details = app.get("/health", Some(&admin)).await;
+    assert_eq!(details.body["status"], "healthy", "{}", details.body);
+    assert_eq!(details.body["database"]["status"], "up");
+    assert_eq!(details.body["cache"]["status"], "up");
+    assert!(
+        !details.body.to_string().contains("://"),
+        "no URL even for admins: {}",
+        details.body
+    );
 
     let token = app.login("u2").await;
     app.get("/api/v1/users/u2", Some(&token)).await;
@@ -167,7 +155,21 @@ async fn login_session_revoke_and_revoke_all(app: &TestApp) {
         cookie.starts_with("session=") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
-    let token = login.body["session_id"].as_str().unwrap().to_owned();
+    let token = login.body["token"].as_str().unwrap().to_owned();
+    let handle = login.body["session"].as_str().unwrap().to_owned();
+    assert_ne!(token, handle, "the handle is not the token");
+    assert_eq!(
+        login.headers.get(header::WWW_AUTHENTICATE),
+        None,
+        "only 401s challenge"
+    );
+    assert_eq!(
+        bad.headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap()),
+        Some("Bearer"),
+    );
+    assert_eq!(bad.body["detail"], unknown.body["detail"], "same answer");
 
     // The cookie authenticates too.
     let by_cookie = app
@@ -181,52 +183,114 @@ async fn login_session_revoke_and_revoke_all(app: &TestApp) {
         .await;
     assert_eq!(by_cookie.status, StatusCode::OK);
 
-    let session = app
-        .get(&format!("/api/v1/sessions/{token}"), Some(&token))
-        .await;
-    assert_eq!(session.status, StatusCode::OK);
+    let session = app.get("/api/v1/sessions/current", Some(&token)).await;
+    assert_eq!(session.status, StatusCode::OK, "{}", session.body);
     assert_eq!(session.body["user_id"], "u2");
+    assert_eq!(session.body["handle"], handle.as_str());
     let listed = app.get("/api/v1/users/u2/sessions", Some(&token)).await;
     assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    assert_eq!(listed.body[0]["handle"], handle.as_str());
+    assert!(
+        !listed.body.to_string().contains(&token),
+        "a listing never shows a token"
+    );
+    // A handle does not authenticate.
+    assert_problem(
+        &app.get("/api/v1/accounts", Some(&handle)).await,
+        StatusCode::UNAUTHORIZED,
+    );
 
-    let revoked = app
+    let logout = app
         .send(
             Method::DELETE,
-            &format!("/api/v1/sessions/{token}"),
+            "/api/v1/sessions/current",
             Some(&token),
             None,
         )
         .await;
-    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let expired = logout
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(expired.contains("Max-Age=0"), "{expired}");
     assert_problem(
         &app.get("/api/v1/accounts", Some(&token)).await,
         StatusCode::UNAUTHORIZED,
     );
 
+    // One session ended by the handle a listing shows.
     let (a, b) = (app.login("u2").await, app.login("u2").await);
+    let listed = app.get("/api/v1/users/u2/sessions", Some(&a)).await;
+    let handles: Vec<String> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handle"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(handles.len(), 2);
+    let b_handle = app.get("/api/v1/sessions/current", Some(&b)).await.body["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(handles.contains(&b_handle));
+    let one = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/users/u2/sessions/{b_handle}"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::NO_CONTENT, "{}", one.body);
+    assert_problem(
+        &app.get("/api/v1/accounts", Some(&b)).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert_eq!(
+        app.get("/api/v1/accounts", Some(&a)).await.status,
+        StatusCode::OK
+    );
+
+    let c = app.login("u2").await;
     let all = app
         .send(Method::DELETE, "/api/v1/users/u2/sessions", Some(&a), None)
         .await;
     assert_eq!(all.status, StatusCode::OK);
     assert_eq!(all.body["revoked"], 2);
-    for t in [&a, &b] {
+    for t in [&a, &c] {
         assert_problem(
             &app.get("/api/v1/accounts", Some(t)).await,
             StatusCode::UNAUTHORIZED,
         );
     }
-    // Someone else's session is not yours to see or end.
+    // Someone else's sessions are not yours to see or end.
     let carol = app.login("u3").await;
     let bob = app.login("u2").await;
+    let bob_handle = app.get("/api/v1/sessions/current", Some(&bob)).await.body["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_problem(
-        &app.get(&format!("/api/v1/sessions/{bob}"), Some(&carol))
-            .await,
-        StatusCode::NOT_FOUND,
+        &app.get("/api/v1/users/u2/sessions", Some(&carol)).await,
+        StatusCode::FORBIDDEN,
     );
     let ended = app
         .send(
             Method::DELETE,
-            &format!("/api/v1/sessions/{bob}"),
+            &format!("/api/v1/users/u2/sessions/{bob_handle}"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_problem(&ended, StatusCode::NOT_FOUND);
+    let ended = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/users/u3/sessions/{bob_handle}"),
             Some(&carol),
             None,
         )
@@ -520,7 +584,7 @@ async fn bad_input_gets_problem_bodies(app: &TestApp) {
     assert_problem(&forged_token, StatusCode::UNAUTHORIZED);
 }
 
-on_both_caches!(
+dashcache_testkit::on_every_backend!(|backend| &super::sqlite_app(backend.url()).await;
     health_metrics_and_stats,
     a_cached_read_does_not_touch_the_database_and_a_write_invalidates,
     login_session_revoke_and_revoke_all,
@@ -647,7 +711,7 @@ async fn a_redis_killed_mid_test_never_causes_a_5xx() {
     let revoke = app
         .send(
             Method::DELETE,
-            &format!("/api/v1/sessions/{carol}"),
+            "/api/v1/sessions/current",
             Some(&carol),
             None,
         )
@@ -679,9 +743,10 @@ async fn without_a_cache_the_service_runs_on_the_database_alone() {
     let options = dashcache_server::serve::ServeOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: url,
-        trusted_proxies: dashcache::ratelimit::TrustedProxies::none(),
         rate_limit_scale: 1,
         cache: dashcache_server::serve::CacheChoice::None,
+        demo: dashcache_server::serve::DemoData::Yes,
+        web: dashcache_server::state::WebOptions::default(),
     };
     let settings =
         dashcache::CacheSettings::from_sources(Vec::<(String, String)>::new(), None).unwrap();
@@ -716,12 +781,7 @@ async fn without_a_cache_the_service_runs_on_the_database_alone() {
         StatusCode::BAD_REQUEST
     );
     let revoke = app
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/sessions/{bob}"),
-            Some(&bob),
-            None,
-        )
+        .send(Method::DELETE, "/api/v1/sessions/current", Some(&bob), None)
         .await;
     assert_eq!(revoke.status, StatusCode::NO_CONTENT);
     assert_eq!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dashcache::hybrid::HybridCache;
 use dashcache::{Cache, MemoryCache, RedisCache, Ttl};
 use dashcache_testkit::load::{Op, Plan, Turn, latency, measure, rate, ratio};
 use indicatif::ProgressBar;
@@ -42,6 +43,9 @@ pub struct BenchOptions {
     pub value_size: usize,
     /// Keys per get-many.
     pub batch: usize,
+    /// With `url`: the hybrid cache (L1 in front of Redis) against the embedded cache, plain
+    /// `RedisCache` and the raw client.
+    pub l1: bool,
 }
 
 const TTL_SECS: u64 = 600;
@@ -74,6 +78,12 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
         round,
         concurrency: options.concurrency.max(1),
     };
+    if options.l1 {
+        let Some(url) = &options.url else {
+            return Err("--l1 measures the hybrid cache in front of Redis: give --url".into());
+        };
+        return hybrid_table(url, &data, &options.ops, plan, options.value_size).await;
+    }
     let bar = ProgressBar::new((options.ops.len() * rounds * 2) as u64)
         .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
     let (backend, pairs) = match &options.url {
@@ -120,6 +130,101 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
         }
     }
     bar.finish_and_clear();
+    Ok(out.join("\n"))
+}
+
+/// The hybrid cache, the embedded cache, `RedisCache` and the raw client, interleaved round
+/// by round; the ratio column is the hybrid's rate over each side's.
+async fn hybrid_table(
+    url: &str,
+    data: &Arc<Data>,
+    ops: &[BenchOp],
+    plan: Plan,
+    value_size: usize,
+) -> Result<String, CliError> {
+    let redis = RedisCache::builder(url)
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    prefill(&redis, data).await?;
+    let hybrid = HybridCache::builder(redis.clone())
+        .track_prefix("bench:")
+        .max_entries(2_000_000)
+        .max_bytes(1 << 32)
+        .build()?;
+    if !hybrid.ready(Duration::from_secs(10)).await {
+        return Err("the hybrid cache's tracking connection did not prove itself in 10 s".into());
+    }
+    let memory = MemoryCache::builder().max_entries(2_000_000).build();
+    prefill(&memory, data).await?;
+    let (seeds, cluster) = dashcache::settings::cluster_seeds(url);
+    let raw_pairs = if cluster {
+        let raw = redis::cluster::ClusterClient::new(seeds)?
+            .get_async_connection()
+            .await?;
+        raw_pairs(&redis, raw, data, ops)
+    } else {
+        let raw = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        raw_pairs(&redis, raw, data, ops)
+    };
+    let bar = ProgressBar::new((ops.len() * plan.rounds * 4) as u64)
+        .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
+    let names = [
+        "dashcache hybrid",
+        "dashcache memory",
+        "dashcache redis",
+        "raw redis",
+    ];
+    let mut out = vec![
+        format!(
+            "dashcache bench: hybrid (L1 in front of {}), concurrency {}, {} rounds of {:?} per side, {} keys, {} B values, get-many of {}",
+            if cluster { "redis cluster" } else { "redis" },
+            plan.concurrency,
+            plan.rounds,
+            plan.round,
+            data.keys.len(),
+            value_size,
+            data.batch
+        ),
+        "| operation | side | ops/s | p50 | p99 | hybrid ÷ side |".into(),
+        "|---|---|---|---|---|---|".into(),
+    ];
+    let shared: Arc<dyn Cache> = Arc::new(hybrid.clone());
+    for (op, [plain, raw]) in raw_pairs {
+        // L1 starts warm for reads, as a service's hot keys are.
+        if matches!(op, BenchOp::Get | BenchOp::GetMany) {
+            for chunk in data.keys.chunks(500) {
+                let batch: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                shared.get_many(&batch).await?;
+            }
+        }
+        bar.set_message(format!("{op:?}"));
+        let sides = [
+            cache_op(Arc::clone(&shared), data, op),
+            cache_op(Arc::new(memory.clone()), data, op),
+            plain,
+            raw,
+        ];
+        let rounds: Vec<[Turn; 4]> = measure(&sides, plan, &mut || bar.inc(1)).await;
+        for (i, side) in names.iter().enumerate() {
+            let (p50, p99) = latency(&rounds, i);
+            out.push(format!(
+                "| {op:?} | {side} | {:.0} | {} | {} | {:.2} |",
+                rate(&rounds, i),
+                show(p50),
+                show(p99),
+                ratio(&rounds, 0, i)
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    let status = hybrid.status();
+    out.push(format!(
+        "L1: {} entries, {} invalidations, {} flushes, serving: {}",
+        status.l1_entries, status.invalidations, status.flushes, status.serving
+    ));
     Ok(out.join("\n"))
 }
 

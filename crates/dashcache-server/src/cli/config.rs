@@ -9,7 +9,8 @@ use dashcache::{Cache, CacheSettings};
 use super::CliError;
 
 /// Prints the effective configuration (and, with `ping`, whether the cache and database
-/// answer); every bad variable is reported at once.
+/// answer); every bad variable is reported at once. It writes nothing: the database is not
+/// migrated, seeded, or (a SQLite file) created.
 ///
 /// # Errors
 /// The settings' problems, or (with `ping`) a cache or database that does not answer.
@@ -25,7 +26,7 @@ pub async fn check(database_url: &str, ping: bool) -> Result<String, CliError> {
         };
         let report = probe(cache.as_ref(), Duration::from_millis(50)).await;
         out.push_str(&format!("\ncache: {}", serde_json::to_string(&report)?));
-        let db = crate::db::Db::connect(database_url).await?;
+        let db = crate::db::Db::inspect(database_url).await?;
         let rtt = db.ping().await?;
         out.push_str(&format!(
             "\ndatabase: up ({:.2} ms)",

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashcache::CacheSettings;
-use dashcache::ratelimit::TrustedProxies;
-use dashcache_testkit::RedisServer;
+use dashcache_testkit::process::RedisProcess;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::CliError;
+use super::http_load::TOKEN_VAR;
 use super::http_load::{Interval, histogram_percentile};
 use crate::serve::{ServeOptions, build_state, serve_on};
 
@@ -38,7 +38,7 @@ const PHASES: [&str; 5] = [
 /// # Errors
 /// When the service or the load cannot start.
 pub async fn run(options: DrillOptions) -> Result<String, CliError> {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisProcess::start(&[])?;
     let dir = tempfile::tempdir()?;
     let database_url = format!(
         "sqlite://{}?mode=rwc",
@@ -50,9 +50,10 @@ pub async fn run(options: DrillOptions) -> Result<String, CliError> {
     let serve = ServeOptions {
         listen: "127.0.0.1:0".parse()?,
         database_url,
-        trusted_proxies: TrustedProxies::none(),
         rate_limit_scale: 10_000,
         cache: crate::serve::CacheChoice::Auto,
+        demo: crate::serve::DemoData::Yes,
+        web: crate::state::WebOptions::default(),
     };
     let state = build_state(&serve, settings).await?;
     let listener = tokio::net::TcpListener::bind(serve.listen).await?;
@@ -82,8 +83,9 @@ pub async fn run(options: DrillOptions) -> Result<String, CliError> {
 
     let total = options.phase * PHASES.len() as u32 + Duration::from_secs(1);
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        // `--token=…`: a session id may begin with `-`.
-        .args(["load", "--url", &base, &format!("--token={token}")])
+        // The token in the environment, never in the arguments (which any local user can read).
+        .env(TOKEN_VAR, &token)
+        .args(["load", "--url", &base])
         .args([
             "--path",
             "/api/v1/users/u2",
@@ -127,9 +129,10 @@ pub async fn run(options: DrillOptions) -> Result<String, CliError> {
     for (i, phase) in PHASES.iter().enumerate() {
         match i {
             1 => redis.kill(),
-            2 => redis.restart(),
-            3 => redis.freeze(),
-            4 => redis.thaw(),
+            // A failed step stops the load first, so no process outlives the drill.
+            2 => redis.restart().or_else(|e| stop(&mut child, e))?,
+            3 => redis.freeze().or_else(|e| stop(&mut child, e))?,
+            4 => redis.thaw().or_else(|e| stop(&mut child, e))?,
             _ => {}
         }
         eprintln!("drill: {phase}");
@@ -166,7 +169,7 @@ async fn login(base: &str) -> Result<String, CliError> {
     let response = client.request(request).await?;
     let bytes = response.into_body().collect().await?.to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&bytes)?;
-    json["session_id"]
+    json["token"]
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("login failed: {json}").into())
@@ -267,4 +270,10 @@ fn recovery_time(
         let rate = hit_rate(samples, s.0, window_end)?;
         (rate >= 0.9 * baseline).then(|| window_end.duration_since(from))
     })
+}
+
+/// Ends the load before a failed drill step is reported.
+fn stop(child: &mut tokio::process::Child, error: String) -> Result<(), CliError> {
+    let _ = child.start_kill();
+    Err(error.into())
 }

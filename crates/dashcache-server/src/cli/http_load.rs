@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::CliError;
 
+/// The environment variable `dashcache load` reads its bearer token from (or a file names it:
+/// never the command line, which every local user can read).
+pub const TOKEN_VAR: &str = "DASHCACHE_TOKEN";
+
 /// What to load.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -21,7 +25,7 @@ pub struct LoadOptions {
     pub base: String,
     /// Paths to GET, in turn.
     pub paths: Vec<String>,
-    /// A session id to send as a bearer token.
+    /// A session token to send as a bearer token.
     pub token: Option<String>,
     /// Concurrent connections.
     pub concurrency: usize,

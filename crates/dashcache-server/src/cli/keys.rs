@@ -12,8 +12,12 @@ fn redis(settings: &CacheSettings) -> Result<RedisCache, CliError> {
     let builder = settings
         .redis_cache_builder()
         .ok_or("REDIS_URL (or --redis-url) is not set: the embedded cache lives inside each process and has no keys to manage from here")?;
-    // A sweep step over a large keyspace can take longer than a request should.
-    Ok(builder.timeout(Duration::from_secs(5)).build()?)
+    // A sweep step over a large keyspace can take longer than a request should, and an
+    // operator watching the progress stops the whole when they want.
+    Ok(builder
+        .timeout(Duration::from_secs(5))
+        .sweep_timeout(None)
+        .build()?)
 }
 
 /// Deletes (or, `dry_run`, counts) the keys matching `pattern`, with a progress spinner;

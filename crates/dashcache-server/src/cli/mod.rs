@@ -1,11 +1,12 @@
-//! The `dashcache` subcommands other than `serve`: `config check`, `keys`, `bench`, `load` and
-//! `drill`.
+//! The `dashcache` subcommands other than `serve`: `config check`, `keys`, `users`, `bench`,
+//! `load` and `drill`.
 
 pub mod bench;
 pub mod config;
 pub mod drill;
 pub mod http_load;
 pub mod keys;
+pub mod users;
 
 /// A command's failure, said plainly.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;

@@ -9,8 +9,8 @@ pub(crate) mod users;
 
 use crate::error::AppError;
 
-/// Ids in paths and bodies: 1–64 ASCII letters, digits, `_`, `-` or `.` (session ids carry their
-/// user's hash tag after a dot). Anything else is refused before it reaches a key or a query.
+/// Ids in paths and bodies: 1–64 ASCII letters, digits, `_`, `-` or `.` (session handles carry
+/// their user's hash tag after a dot). Anything else is refused before it reaches a key or a query.
 pub(crate) fn check_id(id: &str) -> Result<&str, AppError> {
     if !id.is_empty()
         && id.len() <= 64

@@ -1,4 +1,9 @@
 //! Login and sessions: write-through to the database and the session store.
+//!
+//! A session's bearer token is shown once, in the login response (and its cookie); the
+//! database and the cache keep its handle, a keyed hash of it. Listings show handles: they
+//! revoke a session, they do not authenticate as it. A client ends its own session with its
+//! token, in the header or cookie it authenticates with — never in a URL.
 
 use std::net::SocketAddr;
 
@@ -10,7 +15,8 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::check_id;
-use crate::auth::{CurrentUser, SESSION_COOKIE, require_self_or, verify_password};
+use crate::auth::password;
+use crate::auth::{CurrentUser, SESSION_COOKIE, require_self_or};
 use crate::db::{SessionRow, now_ms};
 use crate::error::AppError;
 use crate::state::{AppState, ServiceSession};
@@ -23,10 +29,10 @@ pub(crate) struct Login {
     password: String,
 }
 
-/// A session as the API shows it.
+/// A session as the API shows it: by its handle.
 #[derive(Debug, Serialize)]
 pub(crate) struct SessionView {
-    id: String,
+    handle: String,
     user_id: String,
     created_at: i64,
     expires_at: i64,
@@ -37,7 +43,7 @@ pub(crate) struct SessionView {
 impl From<SessionRow> for SessionView {
     fn from(r: SessionRow) -> Self {
         Self {
-            id: r.id,
+            handle: r.id,
             user_id: r.user_id,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -47,8 +53,9 @@ impl From<SessionRow> for SessionView {
     }
 }
 
-/// `POST /api/v1/sessions`: checks the password, records the session in the database, caches
-/// it, and answers with its id (also as an `HttpOnly` cookie).
+/// `POST /api/v1/sessions`: checks the password — with the same work for a user that does not
+/// exist — records the session in the database, caches it, and answers with its token (also
+/// as an `HttpOnly` cookie), once.
 pub(crate) async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -61,26 +68,29 @@ pub(crate) async fn login(
         return Err(AppError::BadRequest("the password is too long".into()));
     }
     let hash = state.db().password_hash(&user_id).await?;
-    // Unknown user and wrong password answer alike.
+    // An unknown user costs a verification too, against a hash nothing matches: the answer
+    // time tells no one which users exist.
     let valid = match hash {
-        Some(hash) => verify_password(login.password, hash).await,
-        None => false,
+        Some(hash) => password::verify(login.password, hash).await,
+        None => {
+            password::verify(login.password, password::decoy().to_owned()).await;
+            false
+        }
     };
     if !valid {
-        return Err(AppError::Unauthorized);
+        return Err(AppError::BadCredentials);
     }
     // Fresh from the database, not the cache: a session must be issued under the versions that
     // hold now.
     let versions = state.db().security_versions(&user_id).await?;
+    let issued = state
+        .sessions()
+        .issue(&user_id)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     let now = now_ms();
     let lifetime = i64::try_from(state.settings().ttl.session.as_millis()).unwrap_or(i64::MAX / 2);
     let row = SessionRow {
-        // Tagged with the user, so on Redis Cluster the session and its user's index share a
-        // slot.
-        id: state
-            .sessions()
-            .new_id(&user_id)
-            .map_err(|e| AppError::Internal(e.to_string()))?,
+        id: issued.handle.clone(),
         user_id,
         created_at: now,
         expires_at: now + lifetime,
@@ -102,45 +112,54 @@ pub(crate) async fn login(
         // The database has it; the first request will cache it.
         tracing::warn!(code = e.code(), "could not cache a new session");
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
-        row.id,
-        lifetime / 1000
-    );
-    let body = serde_json::json!({ "session_id": row.id, "user_id": row.user_id, "expires_at": row.expires_at });
+    let body = serde_json::json!({
+        "token": issued.token,
+        "session": row.id,
+        "user_id": row.user_id,
+        "expires_at": row.expires_at,
+    });
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    set_cookie(&state, &mut response, &issued.token, lifetime / 1000);
     Ok(response)
 }
 
-/// Finds session `id` in the database and checks the caller may see or end it.
+/// Sets (or, with `max_age` 0, expires) the session cookie.
+fn set_cookie(state: &AppState, response: &mut Response, token: &str, max_age: i64) {
+    let secure = if state.web().secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}"
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+}
+
+/// The live session with `handle` of user `owner`, which the caller may see or end.
 async fn owned_session(
     state: &AppState,
     user: &CurrentUser,
-    id: &str,
+    owner: &str,
+    handle: &str,
 ) -> Result<SessionRow, AppError> {
-    let row = state.db().session(check_id(id)?).await?;
-    let Some(row) = row.filter(|r| r.revoked_at.is_none() && r.expires_at > now_ms()) else {
-        return Err(AppError::NotFound("session"));
-    };
-    require_self_or(state, user, &row.user_id, "sessions", "manage")
+    require_self_or(state, user, owner, "sessions", "manage")
         .await
         .map_err(|_| AppError::NotFound("session"))?;
-    Ok(row)
+    let row = state.db().session(check_id(handle)?).await?;
+    row.filter(|r| r.user_id == owner && r.revoked_at.is_none() && r.expires_at > now_ms())
+        .ok_or(AppError::NotFound("session"))
 }
 
-/// `GET /api/v1/sessions/{id}`.
-pub(crate) async fn get(
+/// `GET /api/v1/sessions/current`: the caller's own session.
+pub(crate) async fn current(
     State(state): State<AppState>,
     user: CurrentUser,
-    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SessionView>, AppError> {
-    let Path(id) = path?;
-    owned_session(&state, &user, &id)
-        .await
-        .map(|r| Json(r.into()))
+    let row = owned_session(&state, &user, &user.user_id, &user.session).await?;
+    Ok(Json(row.into()))
 }
 
 /// When a revocation could not reach the cache, the cached copy would stay valid: bump the
@@ -158,23 +177,30 @@ async fn revoke_fallback(
     state.bump_security_version(Some(user)).await.map(|_| ())
 }
 
-/// `DELETE /api/v1/sessions/{id}`: revoked in the database, deleted (with a tombstone) from the
-/// cache.
-pub(crate) async fn delete(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, AppError> {
-    let Path(id) = path?;
-    let row = owned_session(&state, &user, &id).await?;
+/// Revokes one session: in the database, and in the cache (with a tombstone).
+async fn revoke(state: &AppState, row: &SessionRow) -> Result<(), AppError> {
     state.db().revoke_session(&row.id).await?;
     if let Err(e) = state.sessions().delete(&row.id).await {
-        revoke_fallback(&state, &row.user_id, &e).await?;
+        revoke_fallback(state, &row.user_id, &e).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
-/// `GET /api/v1/users/{id}/sessions`: the user's live sessions, from the source of truth.
+/// `DELETE /api/v1/sessions/current`: logout — the session the request authenticated with is
+/// revoked, and its cookie expired.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Response, AppError> {
+    let row = owned_session(&state, &user, &user.user_id, &user.session).await?;
+    revoke(&state, &row).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set_cookie(&state, &mut response, "", 0);
+    Ok(response)
+}
+
+/// `GET /api/v1/users/{id}/sessions`: the user's live sessions, from the source of truth, by
+/// handle.
 pub(crate) async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -185,6 +211,18 @@ pub(crate) async fn list(
     require_self_or(&state, &user, id, "sessions", "manage").await?;
     let rows = state.db().sessions_of(id).await?;
     Ok(Json(rows.into_iter().map(SessionView::from).collect()))
+}
+
+/// `DELETE /api/v1/users/{id}/sessions/{handle}`: one session, by the handle a listing shows.
+pub(crate) async fn revoke_one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, AppError> {
+    let Path((owner, handle)) = path?;
+    let row = owned_session(&state, &user, check_id(&owner)?, &handle).await?;
+    revoke(&state, &row).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/v1/users/{id}/sessions`: every session of the user, in the database and in the

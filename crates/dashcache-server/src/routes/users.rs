@@ -11,15 +11,25 @@ use crate::db::User;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// A user (any authenticated user may read profiles).
+/// A user: the whole profile for themselves and admins; for anyone else logged in, the id and
+/// name only (no e-mail address, no roles).
 pub(crate) async fn get(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<User>, AppError> {
+) -> Result<Json<serde_json::Value>, AppError> {
     let Path(id) = path?;
-    let found = state.user(check_id(&id)?).await?;
-    found.map(Json).ok_or(AppError::NotFound("user"))
+    let id = check_id(&id)?;
+    let found = state.user(id).await?.ok_or(AppError::NotFound("user"))?;
+    let whole = require_self_or(&state, &user, id, "users", "read")
+        .await
+        .is_ok();
+    let body = if whole {
+        serde_json::to_value(&found).map_err(|e| AppError::Internal(e.to_string()))?
+    } else {
+        serde_json::json!({ "id": found.id, "name": found.name })
+    };
+    Ok(Json(body))
 }
 
 /// The fields `PATCH` may change.

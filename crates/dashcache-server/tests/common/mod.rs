@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use dashcache::CacheSettings;
-use dashcache::ratelimit::TrustedProxies;
 use dashcache_server::AppState;
 use dashcache_server::serve::{ServeOptions, build_state};
 use http_body_util::BodyExt;
@@ -32,14 +31,23 @@ pub struct Reply {
 /// An app over a fresh SQLite file and, with `redis_url`, that Redis.
 pub async fn sqlite_app(redis_url: Option<String>) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-    let mut app = app_on(&url, redis_url).await;
+    let mut app = app_on(&sqlite_url(&dir), redis_url).await;
     app._dir = Some(dir);
     app
 }
 
 /// An app over the database at `database_url`.
 pub async fn app_on(database_url: &str, redis_url: Option<String>) -> TestApp {
+    app_with_settings(database_url, settings(redis_url)).await
+}
+
+/// The test settings: with `redis_url`, that Redis.
+pub fn settings(redis_url: Option<String>) -> CacheSettings {
+    settings_with(redis_url, &[])
+}
+
+/// The test settings with `extra` variables on top.
+pub fn settings_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> CacheSettings {
     let mut env: Vec<(String, String)> = vec![
         // Generous deadlines: a loaded 2-core CI machine; only fault tests need the defaults.
         ("CACHE_TIMEOUT_MS".into(), "2000".into()),
@@ -48,22 +56,33 @@ pub async fn app_on(database_url: &str, redis_url: Option<String>) -> TestApp {
     if let Some(url) = redis_url {
         env.push(("REDIS_URL".into(), url));
     }
-    app_with_settings(
-        database_url,
-        CacheSettings::from_sources(env, None).unwrap(),
-    )
-    .await
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    CacheSettings::from_sources(env, None).unwrap()
+}
+
+/// The options of a test app over `database_url`: with the demo users, whom the tests log in
+/// as.
+pub fn options(database_url: &str) -> ServeOptions {
+    ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_owned(),
+        rate_limit_scale: 1,
+        cache: dashcache_server::serve::CacheChoice::Auto,
+        demo: dashcache_server::serve::DemoData::Yes,
+        web: dashcache_server::state::WebOptions::default(),
+    }
 }
 
 pub async fn app_with_settings(database_url: &str, settings: CacheSettings) -> TestApp {
-    let options = ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: database_url.to_owned(),
-        trusted_proxies: TrustedProxies::none(),
-        rate_limit_scale: 1,
-        cache: dashcache_server::serve::CacheChoice::Auto,
-    };
-    let state = build_state(&options, settings).await.unwrap();
+    app_with(&options(database_url), settings).await
+}
+
+pub async fn app_with(options: &ServeOptions, settings: CacheSettings) -> TestApp {
+    let state = build_state(options, settings).await.unwrap();
     TestApp {
         app: dashcache_server::app(state.clone()),
         state,
@@ -71,7 +90,18 @@ pub async fn app_with_settings(database_url: &str, settings: CacheSettings) -> T
     }
 }
 
+/// A fresh SQLite database URL in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display())
+}
+
 impl TestApp {
+    /// Keeps `dir` (its database) as long as the app.
+    pub fn keeping(mut self, dir: tempfile::TempDir) -> Self {
+        self._dir = Some(dir);
+        self
+    }
+
     /// An app over an already built state.
     pub fn from_state(state: AppState) -> Self {
         Self {
@@ -134,7 +164,7 @@ impl TestApp {
         self.send(Method::GET, path, token, None).await
     }
 
-    /// Logs `user` in with their demo password; the session id.
+    /// Logs `user` in with their demo password; the session token.
     pub async fn login(&self, user: &str) -> String {
         let password = format!(
             "{}-password",
@@ -168,7 +198,7 @@ impl TestApp {
         request.extensions_mut().insert(ConnectInfo(peer));
         let reply = self.raw(request).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body["session_id"].as_str().unwrap().to_owned()
+        reply.body["token"].as_str().unwrap().to_owned()
     }
 
     pub fn queries(&self) -> u64 {

@@ -1,20 +1,23 @@
-//! Passwords, sessions and permissions.
+//! Passwords and sessions.
 //!
-//! A request authenticates with `Authorization: Bearer <session id>` or the `session` cookie.
-//! The [`authenticate`] middleware resolves the session — from the cache, or from the database
-//! when the cache misses or fails (re-caching it) — checks it against the current security
-//! versions, and puts a [`CurrentUser`] (and the rate limiter's `AuthenticatedUser`) into the
-//! request. Handlers that need a user extract [`CurrentUser`]; without one they answer 401.
+//! A request authenticates with `Authorization: Bearer <token>` or the `session` cookie. The
+//! token is stored nowhere: the session is kept under its handle, a keyed hash of it. The
+//! [`authenticate`] middleware resolves the session — from the cache, or from the database when
+//! the cache misses or fails (re-caching it), at most so often per client network, so forged
+//! tokens cannot hammer the database — checks it against the current security versions, and
+//! puts a [`CurrentUser`] (and the rate limiter's `AuthenticatedUser`) into the request.
+//! Handlers that need a user extract [`CurrentUser`]; without one they answer 401.
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{FromRequestParts, Request, State};
+pub mod password;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dashcache::ratelimit::AuthenticatedUser;
+use dashcache::ratelimit::{AuthenticatedUser, client_ip, network_of};
 
 use crate::db::now_ms;
 use crate::error::AppError;
@@ -23,45 +26,13 @@ use crate::state::{AppState, ServiceSession};
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "session";
 
-/// An Argon2id hash of `password` (PHC string), with a fresh salt.
-pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        // Hashing with valid default parameters and a generated salt cannot fail; an empty
-        // string would never verify, so a failure here locks the account rather than opening it.
-        .unwrap_or_default()
-}
-
-/// Whether `password` matches the PHC `hash`, on a blocking thread: Argon2 is meant to be slow.
-pub async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
-}
-
-/// The role model: admins may do anything; users may read and manage their own data (checked
-/// by the handlers), nothing on others.
-pub fn role_allows(roles: &[String], _resource: &str, _action: &str) -> bool {
-    roles.iter().any(|r| r == "admin")
-}
-
 /// The authenticated user of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentUser {
     /// The user id.
     pub user_id: String,
-    /// The session it came with.
-    pub session_id: String,
+    /// The handle of the session it came with.
+    pub session: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
@@ -76,9 +47,17 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-/// The session id a request presents, if it looks like one (`<22>.<8>` URL-safe characters,
-/// see `SessionStore::new_id`: anything else is not ours and is not looked up).
-pub fn presented_session(parts: &axum::http::HeaderMap) -> Option<String> {
+impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<CurrentUser>().cloned())
+    }
+}
+
+/// The session token a request presents, if it looks like one (`<22>.<8>` URL-safe
+/// characters, see `SessionStore::issue`: anything else is not ours and is not looked up).
+pub fn presented_token(parts: &axum::http::HeaderMap) -> Option<String> {
     let bearer = parts
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -107,29 +86,34 @@ pub fn presented_session(parts: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Finds the live session `id`: in the cache, else in the database (and caches it again); then
-/// refuses it if a security version was bumped since it was issued.
+/// Finds the live session `token` authenticates: in the cache, else in the database (and
+/// caches it again) — unless `client`'s network has looked up too many sessions the cache did
+/// not have, which only forged or stolen-and-revoked tokens do; then refuses it if a security
+/// version was bumped since it was issued.
 ///
 /// # Errors
 /// Database errors (a cache failure only sends the lookup to the database).
 pub async fn resolve_session(
     state: &AppState,
-    id: &str,
+    token: &str,
+    client: Option<IpAddr>,
 ) -> Result<Option<ServiceSession>, AppError> {
-    let cached = match state.sessions().get(id).await {
+    let handle = state.sessions().handle_of(token);
+    let cached = match state.sessions().get(&handle).await {
         Ok(found) => found,
         Err(e) => {
-            tracing::debug!(
-                code = e.code(),
-                "session cache unavailable, reading the database"
-            );
+            let key = state.sessions().session_key(&handle).unwrap_or_default();
+            state.session_fallbacks().record(&key, &e);
             None
         }
     };
     let session = match cached {
         Some(s) => s,
         None => {
-            let Some(row) = state.db().session(id).await? else {
+            if !lookup_allowed(state, client).await {
+                return Ok(None);
+            }
+            let Some(row) = state.db().session(&handle).await? else {
                 return Ok(None);
             };
             if row.revoked_at.is_some() || row.expires_at <= now_ms() {
@@ -152,21 +136,50 @@ pub async fn resolve_session(
     Ok(Some(session))
 }
 
+/// Whether a session lookup from `client` may reach the database now (on this instance's own
+/// buckets while the cache is down: the limit never switches off).
+async fn lookup_allowed(state: &AppState, client: Option<IpAddr>) -> bool {
+    let Some((limiter, rule)) = &state.web().session_lookups else {
+        return true;
+    };
+    let id = client.map_or_else(
+        || "ip:unknown".to_owned(),
+        |ip| format!("ip:{}", network_of(ip, 64)),
+    );
+    let allowed = match limiter.check(rule, &id).await {
+        Ok(decision) => decision.allowed,
+        Err(_) => limiter.check_locally(rule, &id).allowed,
+    };
+    if !allowed && let Some(suppressed) = state.refused_lookups().should_log() {
+        tracing::warn!(
+            client = id,
+            suppressed,
+            "session lookups from this network exceed the limit: treated as unauthenticated"
+        );
+    }
+    allowed
+}
+
 /// The middleware that resolves the presented session, if any, into a [`CurrentUser`].
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(id) = presented_session(request.headers()) {
-        match resolve_session(&state, &id).await {
+    if let Some(token) = presented_token(request.headers()) {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let client = client_ip(peer, request.headers(), &state.web().trusted_proxies);
+        match resolve_session(&state, &token, client).await {
             Ok(Some(session)) => {
                 request
                     .extensions_mut()
                     .insert(AuthenticatedUser(session.user_id.clone()));
                 request.extensions_mut().insert(CurrentUser {
                     user_id: session.user_id,
-                    session_id: session.id,
+                    session: session.id,
                 });
             }
             Ok(None) => {}

@@ -1,0 +1,129 @@
+//! The source of truth: SQLite (a file, by default) or PostgreSQL, through `sqlx`'s `Any`
+//! driver, with the schema migrated on start. Queries by subject: `users`, `sessions`,
+//! `security`, `providers`; the records they return in `model`; demo data in `seed`.
+//!
+//! Every query goes through [`Db`], which counts them: the tests prove a cached read does not
+//! touch the database by watching that count.
+
+mod model;
+mod providers;
+mod security;
+mod seed;
+mod sessions;
+mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+pub use model::{Account, Connection, SecurityVersions, SessionRow, User};
+pub use seed::DEMO_USERS;
+
+/// A database failure (the service answers 500, or `unhealthy` on `/health`).
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct DbError(#[from] sqlx::Error);
+
+/// Migration failures at start.
+#[derive(Debug, thiserror::Error)]
+#[error("database migration: {0}")]
+pub struct MigrateError(#[from] sqlx::migrate::MigrateError);
+
+pub(crate) type DbResult<T> = Result<T, DbError>;
+
+/// The database handle (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    queries: Arc<AtomicU64>,
+    postgres: bool,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://…`) and applies the
+    /// migrations. Seeding demo data is a separate step
+    /// ([`seed_demo_if_empty`](Self::seed_demo_if_empty)).
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated.
+    pub async fn connect(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let db = Self::open(url).await?;
+        sqlx::migrate!("./migrations")
+            .run(&db.pool)
+            .await
+            .map_err(MigrateError)?;
+        Ok(db)
+    }
+
+    /// Connects to `url` and changes nothing: no migration, and a SQLite file is opened
+    /// read-only (never created). For checks.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn inspect(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let read_only = url.replace("mode=rwc", "mode=ro");
+        Ok(Self::open(&read_only).await?)
+    }
+
+    async fn open(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres");
+        // Each connection to an in-memory SQLite database is a database of its own: one
+        // connection, or the schema would be on one and the queries on another.
+        let connections = match (postgres, url.contains(":memory:")) {
+            (true, _) => 16,
+            (false, true) => 1,
+            (false, false) => 8,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        if !postgres && !url.contains("mode=ro") {
+            // Readers do not wait for the writer, and a busy database waits instead of failing.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Self {
+            pool,
+            queries: Arc::new(AtomicU64::new(0)),
+            postgres,
+        })
+    }
+
+    /// Queries run so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Whether this is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    pub(crate) fn count(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A round trip; how long it took.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn ping(&self) -> DbResult<Duration> {
+        let start = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(start.elapsed())
+    }
+}

@@ -1,0 +1,366 @@
+//! [`AppState`]: the database, the cache and every pattern built on it, shared by the handlers.
+
+mod cached;
+mod permissions;
+mod records;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashcache::aside::CacheAside;
+use dashcache::authz::PermissionCache;
+use dashcache::fallback::{BurstLog, Fallbacks};
+use dashcache::hybrid::{HybridCache, HybridStatus};
+use dashcache::metrics::CacheMetrics;
+use dashcache::ratelimit::{RateLimitLayer, RateLimiter, Rule, TrustedProxies};
+use dashcache::sealed::Sealed;
+use dashcache::session::SessionStore;
+use dashcache::token::OneTimeTokens;
+use dashcache::{Cache, CacheSettings, Instrumented, Keys, Ttl};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+pub use permissions::role_allows;
+pub use records::{LoadFailure, PendingConnection, ServiceSession};
+
+use crate::db::Db;
+
+/// Every key namespace the service uses: the bounded set of metrics labels.
+pub const NAMESPACES: [&str; 8] = [
+    "user",
+    "session",
+    "authz",
+    "oauth_state",
+    "provider",
+    "accounts",
+    "security",
+    "ratelimit",
+];
+
+/// The service's key declarations under the configured prefix and secret.
+///
+/// # Errors
+/// When the prefix cannot be a key prefix (the settings validated it).
+pub fn keys_for(settings: &CacheSettings) -> Result<Keys, dashcache::Error> {
+    let mut builder = Keys::builder(settings.key_prefix.clone()).namespaces(NAMESPACES);
+    if let Some(secret) = &settings.key_secret {
+        builder = builder.secret(secret.clone());
+    }
+    builder.build()
+}
+
+/// The shared state of the service. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    cache: Arc<dyn Cache>,
+    keys: Keys,
+    settings: CacheSettings,
+    metrics: CacheMetrics,
+    aside: CacheAside,
+    sessions: SessionStore<ServiceSession>,
+    oauth: OneTimeTokens<PendingConnection>,
+    permissions: PermissionCache,
+    session_fallbacks: Fallbacks,
+    refused_lookups: BurstLog,
+    rate_limits: RateLimitLayer,
+    web: WebOptions,
+    prometheus: PrometheusRecorder,
+    prometheus_handle: PrometheusHandle,
+    backend: &'static str,
+    l1: Option<HybridCache>,
+    started: Instant,
+    /// Added to every cache-aside load, in microseconds: a remote database's round trip, for
+    /// drills and demos on a local SQLite file (0 in production).
+    load_latency_micros: std::sync::atomic::AtomicU64,
+}
+
+/// The cache the service runs on, before the state instruments it.
+#[derive(Clone)]
+pub struct Backend {
+    /// The cache: embedded, Redis, Redis with an L1, or none.
+    pub cache: Arc<dyn Cache>,
+    /// Its name in `/health` and the statistics: `"memory"`, `"redis"`, `"redis-cluster"` or
+    /// `"none"`.
+    pub name: &'static str,
+    /// The hybrid cache in front of Redis, when L1 is on: its status goes into `/health`'s
+    /// details and `/metrics`.
+    pub l1: Option<HybridCache>,
+    /// The per-namespace metrics the state counts into; the hybrid cache's L1 counters must go
+    /// to the same (see [`HybridCacheBuilder::metrics`](dashcache::hybrid::HybridCacheBuilder::metrics)).
+    pub metrics: CacheMetrics,
+}
+
+impl Backend {
+    /// `cache`, named `name`, with no L1 and fresh metrics for `keys`.
+    pub fn plain(cache: Arc<dyn Cache>, name: &'static str, keys: &Keys) -> Self {
+        Self {
+            cache,
+            name,
+            l1: None,
+            metrics: CacheMetrics::new(keys),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("l1", &self.l1.as_ref().map(HybridCache::status))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the service faces the web: cookies, who may see operational detail, where client
+/// addresses come from, and the limit on session lookups that reach the database.
+#[derive(Clone)]
+pub struct WebOptions {
+    /// Marks the session cookie `Secure` (behind TLS).
+    pub secure_cookies: bool,
+    /// With it as a bearer token, `/health` shows its details and `/metrics` and
+    /// `/api/v1/cache/stats` answer; when set, they answer nobody else (admins see health
+    /// details too).
+    pub ops_token: Option<String>,
+    /// The proxies whose forwarded client address is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Session lookups that miss the cache reach the database at most this often per client
+    /// network: forged tokens cannot hammer it.
+    pub session_lookups: Option<(RateLimiter, Rule)>,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        Self {
+            secure_cookies: false,
+            ops_token: None,
+            trusted_proxies: TrustedProxies::none(),
+            session_lookups: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebOptions")
+            .field("secure_cookies", &self.secure_cookies)
+            .field("ops_token", &self.ops_token.as_ref().map(|_| "<secret>"))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "session_lookups",
+                &self.session_lookups.as_ref().map(|(_, r)| r.name()),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.inner.db)
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The state over `db` and the cache `backend`, configured by `settings`, limiting
+    /// requests with `rate_limits` (see [`crate::rate_limits`]), facing the web as `web` says.
+    ///
+    /// # Errors
+    /// When the key prefix or namespaces cannot be declared (the settings validated them).
+    pub fn new(
+        db: Db,
+        backend: Backend,
+        rate_limits: RateLimitLayer,
+        settings: CacheSettings,
+        web: WebOptions,
+    ) -> Result<Self, dashcache::Error> {
+        let keys = keys_for(&settings)?;
+        let metrics = backend.metrics;
+        let instrumented: Arc<dyn Cache> =
+            Arc::new(Instrumented::new(backend.cache, metrics.clone()));
+        // Session records and OAuth states are sensitive: sealed when a key is configured.
+        let sensitive: Arc<dyn Cache> = match settings.keyring() {
+            Some(keyring) => Arc::new(Sealed::new(Arc::clone(&instrumented), keyring)),
+            None => Arc::clone(&instrumented),
+        };
+        let mut aside = CacheAside::builder(Arc::clone(&instrumented))
+            .jitter(settings.jitter_fraction())
+            .negative_ttl(Ttl::secs(30))
+            .loader_timeout(Duration::from_secs(5))
+            .metrics_over_instrumented(metrics.clone());
+        if !settings.stale_for.is_zero() {
+            aside = aside.stale_for(settings.stale_for);
+        }
+        let sessions = SessionStore::new(Arc::clone(&sensitive), keys.clone())
+            .with_max_lifetime(settings.ttl.session.max(Duration::from_secs(60)));
+        let oauth = OneTimeTokens::new(sensitive, keys.clone(), "oauth_state");
+        let permissions = PermissionCache::with_config(
+            Arc::clone(&instrumented),
+            keys.clone(),
+            "authz",
+            settings.ttl.permissions,
+            settings.ttl.permissions,
+        )
+        .with_metrics(metrics.clone());
+        let session_fallbacks = Fallbacks::new("session lookup").with_metrics(metrics.clone());
+        let prometheus = PrometheusBuilder::new().build_recorder();
+        let prometheus_handle = prometheus.handle();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                cache: instrumented,
+                keys,
+                settings,
+                metrics,
+                aside: aside.build(),
+                sessions,
+                oauth,
+                permissions,
+                session_fallbacks,
+                refused_lookups: BurstLog::new(),
+                rate_limits,
+                web,
+                prometheus,
+                prometheus_handle,
+                backend: backend.name,
+                l1: backend.l1,
+                started: Instant::now(),
+                load_latency_micros: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Adds `latency` to every cache-aside load (half before the query, half after): what a
+    /// database across a network costs, for drills and demos on a local file. Zero (the
+    /// default) in production.
+    pub fn simulate_load_latency(&self, latency: std::time::Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .load_latency_micros
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The simulated load latency; see [`simulate_load_latency`](Self::simulate_load_latency).
+    pub(crate) fn load_latency(&self) -> Option<std::time::Duration> {
+        match self
+            .inner
+            .load_latency_micros
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            micros => Some(std::time::Duration::from_micros(micros)),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The (instrumented) cache.
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.inner.cache
+    }
+
+    /// `memory` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        self.inner.backend
+    }
+
+    /// The state of the L1 in front of Redis, when there is one.
+    pub fn l1_status(&self) -> Option<HybridStatus> {
+        self.inner.l1.as_ref().map(HybridCache::status)
+    }
+
+    /// The key builder.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CacheSettings {
+        &self.inner.settings
+    }
+
+    /// Per-namespace cache metrics.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &SessionStore<ServiceSession> {
+        &self.inner.sessions
+    }
+
+    /// Where session lookups that fell back to the database are logged and counted.
+    pub fn session_fallbacks(&self) -> &Fallbacks {
+        &self.inner.session_fallbacks
+    }
+
+    /// The warnings about networks whose session lookups were refused: one per burst, so a
+    /// flood of forged tokens does not flood the log too.
+    pub fn refused_lookups(&self) -> &BurstLog {
+        &self.inner.refused_lookups
+    }
+
+    /// OAuth states.
+    pub fn oauth(&self) -> &OneTimeTokens<PendingConnection> {
+        &self.inner.oauth
+    }
+
+    /// The rate-limit middleware (for the router and its statistics).
+    pub fn rate_limits(&self) -> &RateLimitLayer {
+        &self.inner.rate_limits
+    }
+
+    /// How the service faces the web.
+    pub fn web(&self) -> &WebOptions {
+        &self.inner.web
+    }
+
+    /// Whether `headers` carry the operations token (compared in constant time).
+    pub fn has_ops_token(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.inner.web.ops_token else {
+            return false;
+        };
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), expected.as_bytes()))
+    }
+
+    /// How long the service has run.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        metrics::with_local_recorder(&self.inner.prometheus, || {
+            self.inner.metrics.publish();
+            self.inner.rate_limits.publish();
+            metrics::counter!("dashcache_db_queries_total").absolute(self.inner.db.queries());
+            metrics::gauge!("dashcache_uptime_seconds").set(self.uptime().as_secs_f64());
+            if let Some(l1) = self.l1_status() {
+                metrics::gauge!("dashcache_l1_serving").set(if l1.serving { 1.0 } else { 0.0 });
+                metrics::gauge!("dashcache_l1_entries").set(l1.l1_entries as f64);
+                metrics::gauge!("dashcache_l1_tracked_nodes").set(l1.tracked_nodes as f64);
+                metrics::counter!("dashcache_l1_connections_total").absolute(l1.connections);
+                metrics::counter!("dashcache_l1_flushes_total").absolute(l1.flushes);
+                metrics::counter!("dashcache_l1_fills_refused_total").absolute(l1.fills_refused);
+            }
+        });
+        self.inner.prometheus_handle.render()
+    }
+}
+
+/// Whether `a` equals `b`, in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
