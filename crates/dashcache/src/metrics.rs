@@ -56,6 +56,15 @@ pub enum Event {
     /// A cache-aside fill was refused: its key was invalidated (or filled) after its load
     /// began, so its value may be stale. Its caller still got the value.
     FillRejected,
+    /// A cache-aside miss took the key's cross-process lease: this process loads it.
+    LeaseWon,
+    /// A cache-aside miss waited for another process's load and got its value.
+    WaitSatisfied,
+    /// A cache-aside miss waited for another process's load in vain (it took too long, failed
+    /// or its holder died) and loaded the value itself.
+    WaitTimedOut,
+    /// A cache-aside hit near the end of its TTL started a refresh in the background.
+    RefreshedAhead,
 }
 
 /// Per-namespace counters and latency. Cheap to clone: clones share the counters.
@@ -98,6 +107,10 @@ struct Slot {
     l1_bypassed: AtomicU64,
     fills_committed: AtomicU64,
     fills_rejected: AtomicU64,
+    leases_won: AtomicU64,
+    waits_satisfied: AtomicU64,
+    waits_timed_out: AtomicU64,
+    refreshed_ahead: AtomicU64,
     /// Sampled ages of values served from a hybrid L1, per bucket of `AGE_BUCKETS_MILLIS`.
     l1_age_buckets: [AtomicU64; AGE_BUCKETS_MILLIS.len() + 1],
     l1_age_millis: AtomicU64,
@@ -142,6 +155,15 @@ pub struct Stats {
     pub fills_committed: u64,
     /// Cache-aside fills refused because their key was invalidated after their load began.
     pub fills_rejected: u64,
+    /// Cache-aside misses that took the key's cross-process lease and loaded it.
+    pub leases_won: u64,
+    /// Cache-aside misses that waited for another process's load and got its value.
+    pub waits_satisfied: u64,
+    /// Cache-aside misses that waited for another process's load in vain and loaded
+    /// themselves.
+    pub waits_timed_out: u64,
+    /// Cache-aside hits near the end of their TTL that started a refresh in the background.
+    pub refreshed_ahead: u64,
     /// Sampled values served from L1 whose age was measured.
     pub l1_age_samples: u64,
     /// Their total age (time since each was read from L2).
@@ -192,6 +214,10 @@ impl Stats {
         self.l1_bypassed += other.l1_bypassed;
         self.fills_committed += other.fills_committed;
         self.fills_rejected += other.fills_rejected;
+        self.leases_won += other.leases_won;
+        self.waits_satisfied += other.waits_satisfied;
+        self.waits_timed_out += other.waits_timed_out;
+        self.refreshed_ahead += other.refreshed_ahead;
         self.l1_age_samples += other.l1_age_samples;
         self.l1_age_total += other.l1_age_total;
         self.operations += other.operations;
@@ -213,6 +239,10 @@ impl Slot {
             l1_bypassed: self.l1_bypassed.load(Ordering::Relaxed),
             fills_committed: self.fills_committed.load(Ordering::Relaxed),
             fills_rejected: self.fills_rejected.load(Ordering::Relaxed),
+            leases_won: self.leases_won.load(Ordering::Relaxed),
+            waits_satisfied: self.waits_satisfied.load(Ordering::Relaxed),
+            waits_timed_out: self.waits_timed_out.load(Ordering::Relaxed),
+            refreshed_ahead: self.refreshed_ahead.load(Ordering::Relaxed),
             l1_age_samples: self
                 .l1_age_buckets
                 .iter()
@@ -328,6 +358,19 @@ impl CacheMetrics {
                     stats.fills_committed,
                 ),
                 ("dashcache_cache_fills_rejected_total", stats.fills_rejected),
+                ("dashcache_cache_leases_won_total", stats.leases_won),
+                (
+                    "dashcache_cache_waits_satisfied_total",
+                    stats.waits_satisfied,
+                ),
+                (
+                    "dashcache_cache_waits_timed_out_total",
+                    stats.waits_timed_out,
+                ),
+                (
+                    "dashcache_cache_refreshed_ahead_total",
+                    stats.refreshed_ahead,
+                ),
                 ("dashcache_cache_l1_age_seconds_count", stats.l1_age_samples),
                 (
                     "dashcache_cache_operation_duration_seconds_count",
@@ -435,6 +478,10 @@ impl NamespaceMetrics<'_> {
             Event::L1Bypassed => &slot.l1_bypassed,
             Event::FillCommitted => &slot.fills_committed,
             Event::FillRejected => &slot.fills_rejected,
+            Event::LeaseWon => &slot.leases_won,
+            Event::WaitSatisfied => &slot.waits_satisfied,
+            Event::WaitTimedOut => &slot.waits_timed_out,
+            Event::RefreshedAhead => &slot.refreshed_ahead,
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }

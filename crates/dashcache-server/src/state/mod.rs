@@ -196,6 +196,11 @@ impl AppState {
         if !settings.stale_for.is_zero() {
             aside = aside.stale_for(settings.stale_for);
         }
+        if backend.name.starts_with("redis") {
+            // Instances share the cache: one of them loads a missing row, the others wait
+            // for it, up to the loader's own timeout (a lease outlives it a little).
+            aside = aside.leases(Duration::from_secs(6), Duration::from_secs(5));
+        }
         let sessions = SessionStore::new(Arc::clone(&sensitive), keys.clone())
             .with_max_lifetime(settings.ttl.session.max(Duration::from_secs(60)));
         let oauth = OneTimeTokens::new(sensitive, keys.clone(), "oauth_state");

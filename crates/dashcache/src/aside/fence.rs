@@ -26,27 +26,42 @@ use crate::clock::Clock;
 /// What sits between a key's first segment and the key in its fence key.
 const FENCE_SEGMENT: &str = "_fence";
 
+/// The same for its lease key.
+const LEASE_SEGMENT: &str = "_lease";
+
 /// The default fence window: generations live this long after their last change; a load that
 /// takes more than half of it is not committed.
 pub(super) const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// The key holding `key`'s generation: `<first segment>:_fence:<key>`, on `key`'s hash slot.
+pub(super) fn fence_key(key: &str) -> String {
+    companion_key(key, FENCE_SEGMENT)
+}
+
+/// The key holding `key`'s cross-process load lease: `<first segment>:_lease:<key>`, on
+/// `key`'s hash slot.
+pub(super) fn lease_key(key: &str) -> String {
+    companion_key(key, LEASE_SEGMENT)
+}
+
+/// `<first segment>:<segment>:<key>`, on `key`'s hash slot, outside `key`'s namespace (so a
+/// pattern delete or a tracked prefix of the namespace never covers it).
 ///
 /// A key with a hash tag keeps it (nothing before it has a brace); a key without braces is
 /// wrapped in braces, which makes the whole key the tag, as it is for the key itself. A key
 /// with braces that do not form a tag cannot share its slot with any other key: on a cluster
 /// its fills and invalidations are refused as cross-slot writes (`Keys` never builds one).
-pub(super) fn fence_key(key: &str) -> String {
+fn companion_key(key: &str, segment: &str) -> String {
     let head = match key.split_once(':') {
         Some((head, _)) if !head.contains(['{', '}']) => head,
         _ => "",
     };
-    let mut out = String::with_capacity(head.len() + FENCE_SEGMENT.len() + key.len() + 4);
+    let mut out = String::with_capacity(head.len() + segment.len() + key.len() + 4);
     if !head.is_empty() {
         out.push_str(head);
         out.push(':');
     }
-    out.push_str(FENCE_SEGMENT);
+    out.push_str(segment);
     out.push(':');
     if has_hash_tag(key) || key.contains(['{', '}']) {
         out.push_str(key);
@@ -126,6 +141,7 @@ mod tests {
             let fence = fence_key(key);
             assert_eq!(hashed(&fence), hashed(key), "{key} → {fence}");
             assert!(!fence.starts_with("app:user:"), "{fence}");
+            assert_eq!(hashed(&lease_key(key)), hashed(key), "{key}");
         }
         assert_eq!(fence_key("app:user:42"), "app:_fence:{app:user:42}");
         assert_eq!(
@@ -133,6 +149,7 @@ mod tests {
             "app:_fence:app:session:{u1}:abc"
         );
         assert_eq!(fence_key("{tag}:rest"), "_fence:{tag}:rest");
+        assert_eq!(lease_key("app:user:42"), "app:_lease:{app:user:42}");
     }
 
     #[test]

@@ -12,10 +12,11 @@ use futures::future::{BoxFuture, Shared, WeakShared};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::envelope::decode;
-use super::fence::{Seen, fence_key};
+use super::fence::fence_key;
+use super::lease::{Claim, LeaseConfig, Waited};
 use super::{CacheAside, Fill, Inner, LoaderTimeout};
 use crate::cache::Ttl;
+use crate::metrics::Event;
 
 /// A load in progress: a weak handle to its shared future, so an abandoned load (every caller
 /// gone) frees itself instead of pinning the loader in the table.
@@ -108,7 +109,9 @@ impl Flight {
 }
 
 /// One load: check the cache once more (a flight that just finished may have filled it) and
-/// read the key's generation in the same round trip, call the loader, commit the value. Removes itself from the table when done or dropped.
+/// read the key's generation in the same round trip; with leases, take the key's lease or wait
+/// for its holder's value; call the loader; commit the value. Removes itself from the table
+/// when done or dropped.
 async fn run_flight<V, E, P, F, Fut>(
     inner: Arc<Inner>,
     key: String,
@@ -129,23 +132,44 @@ where
         key: key.clone(),
         id,
     };
-    let fill = if bypassed {
-        Fill::Plain
+    let (fill, lease) = if bypassed {
+        (Fill::Plain, None)
     } else {
         match inner.before_load::<V>(&key).await {
             Ok(value) => return Ok((value, Source::Cached)),
-            Err(fill) => fill,
+            Err(fill) => match inner.lease {
+                Some(config) => match inner.lease_or_wait::<V>(&key, fill, config).await {
+                    Ok(value) => return Ok((value, Source::Cached)),
+                    Err(leased) => leased,
+                },
+                None => (fill, None),
+            },
         }
     };
-    let value = match inner.loader_timeout {
+    let loaded = match inner.loader_timeout {
         Some(limit) => match tokio::time::timeout(limit, loader()).await {
-            Ok(result) => result?,
-            Err(_) => return Err(E::from(LoaderTimeout(limit))),
+            Ok(result) => result,
+            Err(_) => Err(E::from(LoaderTimeout(limit))),
         },
-        None => loader().await?,
+        None => loader().await,
     };
-    if !bypassed && let Some(ttl) = ttl_for(&value) {
-        inner.commit(&key, &value, ttl, fill).await;
+    let value = match loaded {
+        Ok(value) => value,
+        Err(e) => {
+            if let Some(token) = lease {
+                inner.release(&key, token).await;
+            }
+            return Err(e);
+        }
+    };
+    let released = match ttl_for(&value) {
+        Some(ttl) if !bypassed => inner.commit(&key, &value, ttl, fill, lease).await,
+        _ => false,
+    };
+    if let Some(token) = lease
+        && !released
+    {
+        inner.release(&key, token).await;
     }
     Ok((value, Source::Loaded))
 }
@@ -170,15 +194,9 @@ impl Inner {
     /// The fresh value a flight that just finished wrote, or how to commit a new one: the
     /// key's generation is read in the same round trip, before the loader runs.
     pub(super) async fn before_load<V: DeserializeOwned>(&self, key: &str) -> Result<V, Fill> {
-        let fresh = |bytes: &[u8]| {
-            decode::<V>(key, bytes)
-                .ok()
-                .filter(|env| env.fresh_at(self.clock.unix_millis()))
-                .map(|env| env.value)
-        };
         if self.fence.is_none() {
             if let Ok(Some(bytes)) = self.cache.get(key).await
-                && let Some(value) = fresh(&bytes)
+                && let Some(value) = self.fresh(key, &bytes)
             {
                 return Ok(value);
             }
@@ -190,11 +208,39 @@ impl Inner {
         };
         let generation = found.pop().flatten();
         if let Some(Some(bytes)) = found.pop()
-            && let Some(value) = fresh(&bytes)
+            && let Some(value) = self.fresh(key, &bytes)
         {
             return Ok(value);
         }
-        Err(Seen::parse(generation.as_ref(), &self.clock).map_or(Fill::Unfenceable, Fill::Fenced))
+        Err(self.fill_from(generation.as_ref()))
+    }
+
+    /// Takes `key`'s lease (the value and how to commit it) or waits for the holder's value;
+    /// a wait that ends without one takes the lease in turn, or loads unleased at the bound.
+    async fn lease_or_wait<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        mut fill: Fill,
+        config: LeaseConfig,
+    ) -> Result<V, (Fill, Option<i64>)> {
+        let deadline = tokio::time::Instant::now() + config.wait;
+        loop {
+            match self.claim(key, config).await {
+                Claim::Won(token) => return Err((fill, Some(token))),
+                Claim::Failed => return Err((fill, None)),
+                Claim::Held => match self.wait_for::<V>(key, fill, deadline).await {
+                    Waited::Value(value) => {
+                        self.count(key, Event::WaitSatisfied, false);
+                        return Ok(value);
+                    }
+                    Waited::Released(seen) => fill = seen,
+                    Waited::TimedOut(seen) => {
+                        self.count(key, Event::WaitTimedOut, false);
+                        return Err((seen, None));
+                    }
+                },
+            }
+        }
     }
 
     pub(super) fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {

@@ -24,8 +24,10 @@ mod bulk;
 mod envelope;
 mod fence;
 mod flight;
+mod lease;
+mod refresh;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -120,12 +122,18 @@ struct Inner {
     loader_timeout: Option<Duration>,
     /// Fence window; `None`: fills are not fenced.
     fence: Option<Duration>,
+    /// Single-flight across processes; `None`: in this process only.
+    lease: Option<lease::LeaseConfig>,
+    /// Refresh-ahead fraction of the TTL; `None`: off.
+    refresh_ahead: Option<f64>,
     metrics: Option<CacheMetrics>,
     /// False when the cache is wrapped in `Instrumented` with the same metrics, which already
     /// counts hits, misses and operation errors.
     count_reads: bool,
     clock: Clock,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Keys this process is refreshing ahead.
+    refreshing: Mutex<HashSet<String>>,
     next_flight: AtomicU64,
     warnings: BurstLog,
 }
@@ -139,6 +147,8 @@ impl fmt::Debug for CacheAside {
             .field("negative_ttl", &self.inner.negative_ttl)
             .field("loader_timeout", &self.inner.loader_timeout)
             .field("fence", &self.inner.fence)
+            .field("lease", &self.inner.lease)
+            .field("refresh_ahead", &self.inner.refresh_ahead)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +162,8 @@ pub struct CacheAsideBuilder {
     negative_ttl: Option<Ttl>,
     loader_timeout: Option<Duration>,
     fence: Option<Duration>,
+    lease: Option<lease::LeaseConfig>,
+    refresh_ahead: Option<f64>,
     metrics: Option<CacheMetrics>,
     count_reads: bool,
     clock: Clock,
@@ -165,6 +177,8 @@ impl fmt::Debug for CacheAsideBuilder {
             .field("negative_ttl", &self.negative_ttl)
             .field("loader_timeout", &self.loader_timeout)
             .field("fence", &self.fence)
+            .field("lease", &self.lease)
+            .field("refresh_ahead", &self.refresh_ahead)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +241,40 @@ impl CacheAsideBuilder {
         self
     }
 
+    /// Single-flight across processes (off by default): a miss first takes a lease on its key
+    /// (a companion key set only when absent, living `lease_ttl`), and a process that misses
+    /// while another holds the lease waits up to `max_wait` for that process's value instead
+    /// of loading too. The wait ends early when the value arrives or the lease is given back
+    /// without one (the holder's load failed: the waiter takes the lease in turn); at
+    /// `max_wait`, or when the cache fails, it loads by itself (fail-open). A holder that dies
+    /// holds the key for at most `lease_ttl`. Fills stay fenced, so a holder whose lease
+    /// expired cannot commit over a newer generation.
+    ///
+    /// Costs a miss one conditional write (and waiters a few small reads while they wait);
+    /// hits are unchanged. `lease_ttl` is at least 100 ms. A waiter therefore loads after at
+    /// most `max_wait`, or `lease_ttl` and one poll (8 ms) when the holder died, whichever
+    /// comes first.
+    pub fn leases(mut self, lease_ttl: Duration, max_wait: Duration) -> Self {
+        self.lease = Some(lease::LeaseConfig {
+            ttl: lease_ttl.max(Duration::from_millis(100)),
+            wait: max_wait,
+        });
+        self
+    }
+
+    /// Refresh-ahead (off by default): a hit in the last `fraction` of its TTL (0.0–0.9; e.g.
+    /// 0.2 for the last fifth) is answered at once and reloads the key in the background, so
+    /// a key read steadily never expires into a miss. One refresh per key per process at a
+    /// time; with [`leases`](Self::leases), one across every process. The refresh is a fenced
+    /// fill: an invalidation during it wins. A failed refresh leaves the cached value to its
+    /// TTL. Bulk lookups do not refresh ahead.
+    pub fn refresh_ahead(mut self, fraction: f64) -> Self {
+        self.refresh_ahead = Some(fraction)
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .map(|f| f.min(0.9));
+        self
+    }
+
     /// Counts every outcome into `metrics`: hits, misses, stale, bypassed, and cache errors.
     pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
         self.metrics = Some(metrics);
@@ -264,10 +312,13 @@ impl CacheAsideBuilder {
                 negative_ttl: self.negative_ttl,
                 loader_timeout: self.loader_timeout,
                 fence: self.fence,
+                lease: self.lease,
+                refresh_ahead: self.refresh_ahead,
                 metrics: self.metrics,
                 count_reads: self.count_reads,
                 clock: self.clock,
                 flights: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(HashSet::new()),
                 next_flight: AtomicU64::new(0),
                 warnings: BurstLog::new(),
             }),
@@ -285,6 +336,8 @@ impl CacheAside {
             negative_ttl: None,
             loader_timeout: None,
             fence: Some(fence::DEFAULT_WINDOW),
+            lease: None,
+            refresh_ahead: None,
             metrics: None,
             count_reads: true,
             clock: Clock::system(),
@@ -396,6 +449,12 @@ impl CacheAside {
         match cached {
             Ok(Some(bytes)) => match decode::<V>(key, &bytes) {
                 Ok(env) if env.fresh_at(inner.clock.unix_millis()) => {
+                    if inner.refresh_ahead.is_some()
+                        && let Some(ttl) = ttl_for(&env.value)
+                        && self.near_expiry(env.fresh_until, ttl)
+                    {
+                        self.refresh_in_background(key, env.fresh_until, ttl_for, loader);
+                    }
                     inner.count(key, Event::Hit, true);
                     return Lookup {
                         result: Ok(env.value),
@@ -559,39 +618,61 @@ impl Inner {
 
     /// Writes a loaded value back: fenced when a generation was seen before the load (and the
     /// load is young enough), plain when fills are not fenced. Failures and refusals are
-    /// logged and counted, never returned.
-    async fn commit<V: Serialize>(&self, key: &str, value: &V, ttl: Ttl, seen: Fill) {
+    /// logged and counted, never returned. A fenced commit of a leased load removes the lease
+    /// in the same step (whoever holds it by then: the value it would load is here); returns
+    /// whether it did.
+    async fn commit<V: Serialize>(
+        &self,
+        key: &str,
+        value: &V,
+        ttl: Ttl,
+        seen: Fill,
+        lease: Option<i64>,
+    ) -> bool {
         let Some((bytes, store_ttl)) = self.stored(key, value, ttl) else {
-            return;
+            return false;
         };
         let (seen, window) = match (seen, self.fence) {
             (Fill::Plain, _) | (_, None) => {
                 if let Err(e) = self.cache.set(key, bytes, store_ttl).await {
                     self.cache_failed(key, &e, false);
                 }
-                return;
+                return false;
             }
             // The generation could not be read: committing could overwrite a newer value.
-            (Fill::Unfenceable, Some(_)) => return,
+            (Fill::Unfenceable, Some(_)) => return false,
             (Fill::Fenced(seen), Some(window)) => (seen, window),
         };
         if !seen.young(&self.clock, window) {
             self.count(key, Event::FillRejected, false);
-            return;
+            return false;
         }
         let fence = fence_key(key);
+        let lease_key = lease.map(|_| fence::lease_key(key));
         let condition = match seen.generation {
             Some(generation) => Condition::IntEquals(&fence, generation),
             None => Condition::Absent(&fence),
         };
-        let writes = [
+        let mut writes = vec![
             Write::Set(key, bytes, store_ttl),
             Write::SetInt(&fence, new_generation(), Ttl::from(window)),
         ];
+        if let Some(lease_key) = &lease_key {
+            writes.push(Write::Delete(lease_key));
+        }
         match self.cache.write_if(&[condition], &writes).await {
-            Ok(true) => self.count(key, Event::FillCommitted, false),
-            Ok(false) => self.count(key, Event::FillRejected, false),
-            Err(e) => self.cache_failed(key, &e, false),
+            Ok(true) => {
+                self.count(key, Event::FillCommitted, false);
+                lease_key.is_some()
+            }
+            Ok(false) => {
+                self.count(key, Event::FillRejected, false);
+                false
+            }
+            Err(e) => {
+                self.cache_failed(key, &e, false);
+                false
+            }
         }
     }
 }
