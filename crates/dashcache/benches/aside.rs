@@ -1,7 +1,8 @@
 //! Cache-aside on a private `redis-server`, in one run:
 //!
 //! - **the hit path** of `get_or_load` unfenced (as before fenced fills), fenced (the
-//!   default) and fenced with cross-process leases: ops/s and the ratio to unfenced;
+//!   default), fenced with cross-process leases, and fenced with two tags: ops/s and the
+//!   ratio to unfenced;
 //! - **a hot-key stampede across 4 instances** (separate connections and flight tables, as
 //!   4 processes would be): 4 × 16 callers miss one key together, 50 times (the key
 //!   invalidated between rounds), with a 20 ms loader; loader calls per round and the
@@ -34,13 +35,15 @@ enum Mode {
     Unfenced,
     Fenced,
     Leased,
+    /// Fenced, with two tags read in the same round trip.
+    Tagged,
 }
 
 fn aside(cache: Arc<dyn Cache>, mode: Mode) -> CacheAside {
     let builder = CacheAside::builder(cache).jitter(0.0);
     match mode {
         Mode::Unfenced => builder.unfenced(),
-        Mode::Fenced => builder,
+        Mode::Fenced | Mode::Tagged => builder,
         Mode::Leased => builder.leases(Duration::from_secs(5), Duration::from_secs(5)),
     }
     .build()
@@ -56,26 +59,38 @@ async fn connect(server: &RedisServer) -> Arc<dyn Cache> {
     )
 }
 
-fn hit_op(aside: CacheAside) -> Op {
+fn hit_op(aside: CacheAside, mode: Mode) -> Op {
     Arc::new(move |i| -> OpFuture {
         let aside = aside.clone();
         Box::pin(async move {
             let key = format!("bench:user:{}", i % 1000);
-            let v: Result<String, Never> = aside
-                .get_or_load(&key, Ttl::secs(3600), || async { Ok("x".repeat(256)) })
-                .await;
+            let load = || async { Ok("x".repeat(256)) };
+            let v: Result<String, Never> = match mode {
+                Mode::Tagged => {
+                    let user = format!("user:{}", i % 1000);
+                    aside
+                        .get_or_load_tagged(&key, &[&user, "users"], Ttl::secs(3600), load)
+                        .await
+                }
+                _ => aside.get_or_load(&key, Ttl::secs(3600), load).await,
+            };
             assert!(v.is_ok());
         })
     })
 }
 
 async fn hit_paths(server: &RedisServer) {
-    let modes = [Mode::Unfenced, Mode::Fenced, Mode::Leased];
+    let modes = [Mode::Unfenced, Mode::Fenced, Mode::Leased, Mode::Tagged];
     let mut sides = Vec::new();
     for mode in modes {
-        sides.push(hit_op(aside(connect(server).await, mode)));
+        sides.push(hit_op(aside(connect(server).await, mode), mode));
     }
-    let sides: [Op; 3] = [sides[0].clone(), sides[1].clone(), sides[2].clone()];
+    let sides: [Op; 4] = [
+        sides[0].clone(),
+        sides[1].clone(),
+        sides[2].clone(),
+        sides[3].clone(),
+    ];
     println!("| hit path | concurrency | ops/s | p99 | ÷ unfenced |");
     println!("|---|---|---|---|---|");
     for concurrency in [1, 64] {

@@ -139,7 +139,7 @@ impl CacheAside {
                         inner.negative_ttl
                     }?;
                     let fill = fills.get(*key).copied().unwrap_or(Fill::Plain);
-                    Some(inner.commit(key, value, ttl, fill, None))
+                    Some(inner.commit(key, value, ttl, fill, None, &[]))
                 });
             futures::future::join_all(writes).await;
         }

@@ -12,8 +12,10 @@ use futures::future::{BoxFuture, Shared, WeakShared};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::envelope::decode;
 use super::fence::fence_key;
 use super::lease::{Claim, LeaseConfig, Waited};
+use super::tags;
 use super::{CacheAside, Fill, Inner, LoaderTimeout};
 use crate::cache::Ttl;
 use crate::metrics::Event;
@@ -23,6 +25,8 @@ use crate::metrics::Event;
 pub(super) struct Flight {
     id: u64,
     weak: Box<dyn Any + Send + Sync>,
+    /// The version keys of its tags (an invalidation of one of them detaches it).
+    pub(super) tags: Arc<[String]>,
 }
 
 /// Where a single-flight's value came from.
@@ -41,6 +45,7 @@ impl CacheAside {
     pub(super) async fn flight<V, E, P, F, Fut>(
         &self,
         key: &str,
+        tags: &[String],
         bypassed: bool,
         ttl_for: P,
         loader: F,
@@ -54,7 +59,7 @@ impl CacheAside {
     {
         let shared = {
             let mut flights = self.inner.flights();
-            let joined = flights.get(key).and_then(|f| {
+            let joined = flights.get(key).filter(|f| *f.tags == *tags).and_then(|f| {
                 f.weak
                     .downcast_ref::<WeakShared<BoxFuture<'static, FlightResult<V, E>>>>()
                     .and_then(WeakShared::upgrade)
@@ -63,9 +68,11 @@ impl CacheAside {
                 Some(shared) => shared,
                 None => {
                     let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+                    let tags: Arc<[String]> = Arc::from(tags);
                     let shared: SharedFlight<V, E> = run_flight(
                         Arc::clone(&self.inner),
                         key.to_owned(),
+                        Arc::clone(&tags),
                         id,
                         bypassed,
                         ttl_for,
@@ -83,6 +90,7 @@ impl CacheAside {
                             Flight {
                                 id,
                                 weak: Box::new(weak),
+                                tags,
                             },
                         );
                     }
@@ -115,6 +123,7 @@ impl Flight {
 async fn run_flight<V, E, P, F, Fut>(
     inner: Arc<Inner>,
     key: String,
+    tags: Arc<[String]>,
     id: u64,
     bypassed: bool,
     ttl_for: P,
@@ -132,17 +141,20 @@ where
         key: key.clone(),
         id,
     };
-    let (fill, lease) = if bypassed {
-        (Fill::Plain, None)
+    let (fill, lease, versions) = if bypassed {
+        (Fill::Plain, None, Vec::new())
     } else {
-        match inner.before_load::<V>(&key).await {
+        match inner.before_load::<V>(&key, &tags).await {
             Ok(value) => return Ok((value, Source::Cached)),
-            Err(fill) => match inner.lease {
-                Some(config) => match inner.lease_or_wait::<V>(&key, fill, config).await {
+            Err((fill, versions)) => match inner.lease {
+                Some(config) => match inner
+                    .lease_or_wait::<V>(&key, fill, &versions, config)
+                    .await
+                {
                     Ok(value) => return Ok((value, Source::Cached)),
-                    Err(leased) => leased,
+                    Err((fill, lease)) => (fill, lease, versions),
                 },
-                None => (fill, None),
+                None => (fill, None, versions),
             },
         }
     };
@@ -163,7 +175,11 @@ where
         }
     };
     let released = match ttl_for(&value) {
-        Some(ttl) if !bypassed => inner.commit(&key, &value, ttl, fill, lease).await,
+        Some(ttl) if !bypassed => {
+            inner
+                .commit(&key, &value, ttl, fill, lease, &versions)
+                .await
+        }
         _ => false,
     };
     if let Some(token) = lease
@@ -192,27 +208,49 @@ impl Drop for FlightDone {
 
 impl Inner {
     /// The fresh value a flight that just finished wrote, or how to commit a new one: the
-    /// key's generation is read in the same round trip, before the loader runs.
-    pub(super) async fn before_load<V: DeserializeOwned>(&self, key: &str) -> Result<V, Fill> {
-        if self.fence.is_none() {
+    /// key's generation (and its tags' versions, created if missing) is read in the same
+    /// round trip, before the loader runs.
+    pub(super) async fn before_load<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        tags: &[String],
+    ) -> Result<V, (Fill, Vec<i64>)> {
+        if self.fence.is_none() && tags.is_empty() {
             if let Ok(Some(bytes)) = self.cache.get(key).await
                 && let Some(value) = self.fresh(key, &bytes)
             {
                 return Ok(value);
             }
-            return Err(Fill::Plain);
+            return Err((Fill::Plain, Vec::new()));
         }
         let fence = fence_key(key);
-        let Ok(mut found) = self.cache.get_many(&[key, &fence]).await else {
-            return Err(Fill::Unfenceable);
+        let mut batch: Vec<&str> = Vec::with_capacity(tags.len() + 2);
+        batch.extend([key, fence.as_str()]);
+        batch.extend(tags.iter().map(String::as_str));
+        let Ok(found) = self.cache.get_many(&batch).await else {
+            return Err((Fill::Unfenceable, Vec::new()));
         };
-        let generation = found.pop().flatten();
-        if let Some(Some(bytes)) = found.pop()
-            && let Some(value) = self.fresh(key, &bytes)
+        let (head, tag_found) = found.split_at(2.min(found.len()));
+        let current = tags::current_versions(tag_found);
+        if let Some(Some(bytes)) = head.first()
+            && let Ok(env) = decode::<V>(key, bytes)
+            && env.fresh_at(self.clock.unix_millis())
+            && (tags.is_empty() || current.as_ref() == Some(&env.tags))
         {
-            return Ok(value);
+            return Ok(env.value);
         }
-        Err(self.fill_from(generation.as_ref()))
+        let fill = self.fill_from(head.get(1).and_then(Option::as_ref));
+        if tags.is_empty() {
+            return Err((fill, Vec::new()));
+        }
+        match current {
+            Some(versions) => Err((fill, versions)),
+            None => match self.tag_versions(tags, tag_found).await {
+                Some(versions) => Err((fill, versions)),
+                // Without the versions a value could not be checked: do not write it.
+                None => Err((Fill::Unfenceable, Vec::new())),
+            },
+        }
     }
 
     /// Takes `key`'s lease (the value and how to commit it) or waits for the holder's value;
@@ -221,6 +259,7 @@ impl Inner {
         &self,
         key: &str,
         mut fill: Fill,
+        tags: &[i64],
         config: LeaseConfig,
     ) -> Result<V, (Fill, Option<i64>)> {
         let deadline = tokio::time::Instant::now() + config.wait;
@@ -228,7 +267,7 @@ impl Inner {
             match self.claim(key, config).await {
                 Claim::Won(token) => return Err((fill, Some(token))),
                 Claim::Failed => return Err((fill, None)),
-                Claim::Held => match self.wait_for::<V>(key, fill, deadline).await {
+                Claim::Held => match self.wait_for::<V>(key, fill, tags, deadline).await {
                     Waited::Value(value) => {
                         self.count(key, Event::WaitSatisfied, false);
                         return Ok(value);

@@ -99,11 +99,13 @@ impl Inner {
     }
 
     /// Waits until `deadline` for the lease holder's value of `key`; `fill` is how a load
-    /// would commit as of the last read.
+    /// would commit as of the last read, `tags` the tag versions the lookup read (empty when
+    /// untagged).
     pub(super) async fn wait_for<V: DeserializeOwned>(
         &self,
         key: &str,
         mut fill: Fill,
+        tags: &[i64],
         deadline: tokio::time::Instant,
     ) -> Waited<V> {
         let fence = fence_key(key);
@@ -121,10 +123,14 @@ impl Inner {
             };
             let holder = found.pop().flatten();
             let generation = found.pop().flatten();
+            // A tagged value counts only if it was loaded under the tag versions this lookup
+            // saw: one loaded before a later tag invalidation is not an answer.
             if let Some(Some(bytes)) = found.pop()
-                && let Some(value) = self.fresh::<V>(key, &bytes)
+                && let Ok(env) = decode::<V>(key, &bytes)
+                && env.fresh_at(self.clock.unix_millis())
+                && env.tags == tags
             {
-                return Waited::Value(value);
+                return Waited::Value(env.value);
             }
             fill = self.fill_from(generation.as_ref());
             if holder.is_none() {

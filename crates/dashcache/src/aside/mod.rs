@@ -26,6 +26,7 @@ mod fence;
 mod flight;
 mod lease;
 mod refresh;
+mod tags;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -126,6 +127,10 @@ struct Inner {
     lease: Option<lease::LeaseConfig>,
     /// Refresh-ahead fraction of the TTL; `None`: off.
     refresh_ahead: Option<f64>,
+    /// What tag version keys start with.
+    tag_prefix: String,
+    /// How long a tag's version lives after its last change.
+    tag_ttl: Duration,
     metrics: Option<CacheMetrics>,
     /// False when the cache is wrapped in `Instrumented` with the same metrics, which already
     /// counts hits, misses and operation errors.
@@ -164,6 +169,8 @@ pub struct CacheAsideBuilder {
     fence: Option<Duration>,
     lease: Option<lease::LeaseConfig>,
     refresh_ahead: Option<f64>,
+    tag_prefix: String,
+    tag_ttl: Duration,
     metrics: Option<CacheMetrics>,
     count_reads: bool,
     clock: Clock,
@@ -275,6 +282,20 @@ impl CacheAsideBuilder {
         self
     }
 
+    /// What tag version keys start with (default `"dashcache"`; give it the service's key
+    /// prefix): `<prefix>:_tag:{<tag>}`.
+    pub fn tag_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.tag_prefix = prefix.into();
+        self
+    }
+
+    /// How long a tag's version lives after its last change (default 1 day, at least 1 s).
+    /// When it expires, the values under the tag are reloaded once.
+    pub fn tag_ttl(mut self, ttl: Duration) -> Self {
+        self.tag_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
     /// Counts every outcome into `metrics`: hits, misses, stale, bypassed, and cache errors.
     pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
         self.metrics = Some(metrics);
@@ -314,6 +335,8 @@ impl CacheAsideBuilder {
                 fence: self.fence,
                 lease: self.lease,
                 refresh_ahead: self.refresh_ahead,
+                tag_prefix: self.tag_prefix,
+                tag_ttl: self.tag_ttl,
                 metrics: self.metrics,
                 count_reads: self.count_reads,
                 clock: self.clock,
@@ -338,6 +361,8 @@ impl CacheAside {
             fence: Some(fence::DEFAULT_WINDOW),
             lease: None,
             refresh_ahead: None,
+            tag_prefix: "dashcache".to_owned(),
+            tag_ttl: tags::DEFAULT_TAG_TTL,
             metrics: None,
             count_reads: true,
             clock: Clock::system(),
@@ -366,7 +391,61 @@ impl CacheAside {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.lookup(key, move |_: &T| Some(ttl), loader).await
+        self.lookup(key, &[], move |_: &T| Some(ttl), loader).await
+    }
+
+    /// As [`get_or_load`](Self::get_or_load), for a value written with `tags` (at most 32):
+    /// [`invalidate_tag`](Self::invalidate_tag) of any of them invalidates it, in one write
+    /// whatever the number of values under the tag. The tags' versions are read in the same
+    /// round trip as the value. Read a tagged key always with the same tags, in the same
+    /// order (other tags, or none, miss and reload it). Tagged lookups do not refresh ahead.
+    ///
+    /// # Errors
+    /// As [`get_or_load`](Self::get_or_load). An invalid tag (empty) is a cache error like any
+    /// other: logged and counted, and the loader answers.
+    pub async fn get_or_load_tagged<T, E, F, Fut>(
+        &self,
+        key: &str,
+        tags: &[&str],
+        ttl: Ttl,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        self.load_tagged(key, tags, ttl, loader).await.result
+    }
+
+    /// As [`get_or_load_tagged`](Self::get_or_load_tagged), with the outcome.
+    pub async fn load_tagged<T, E, F, Fut>(
+        &self,
+        key: &str,
+        tags: &[&str],
+        ttl: Ttl,
+        loader: F,
+    ) -> Lookup<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let tag_keys = match self.tag_keys(tags) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.inner.cache_failed(key, &e, true);
+                self.inner.count(key, Event::Bypassed, false);
+                return Lookup {
+                    result: loader().await,
+                    outcome: Outcome::Bypassed,
+                };
+            }
+        };
+        self.lookup(key, &tag_keys, move |_: &T| Some(ttl), loader)
+            .await
     }
 
     /// For lookups that may find nothing: a loader's `Ok(None)` is cached for the
@@ -405,7 +484,7 @@ impl CacheAside {
     {
         let negative = self.inner.negative_ttl;
         let ttl_for = move |v: &Option<T>| if v.is_some() { Some(ttl) } else { negative };
-        self.lookup(key, ttl_for, loader).await
+        self.lookup(key, &[], ttl_for, loader).await
     }
 
     /// Deletes `key`, so the next lookup loads afresh (after a write to the source of truth),
@@ -431,7 +510,13 @@ impl CacheAside {
 
     /// One lookup. `ttl_for` gives the TTL to store a loaded value with, or `None` to not store
     /// it (an uncached "not found").
-    async fn lookup<V, E, P, F, Fut>(&self, key: &str, ttl_for: P, loader: F) -> Lookup<V, E>
+    async fn lookup<V, E, P, F, Fut>(
+        &self,
+        key: &str,
+        tags: &[String],
+        ttl_for: P,
+        loader: F,
+    ) -> Lookup<V, E>
     where
         V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
@@ -442,14 +527,33 @@ impl CacheAside {
         let inner = &self.inner;
         let mut stale = None;
         let mut bypassed = false;
-        let cached = match inner.cache.get_now(key) {
-            Some(answer) => answer,
-            None => inner.cache.get(key).await,
+        // The tags' current versions, read with the value; `None`: untagged.
+        let mut versions = None;
+        let cached = if tags.is_empty() {
+            match inner.cache.get_now(key) {
+                Some(answer) => answer,
+                None => inner.cache.get(key).await,
+            }
+        } else {
+            let mut batch: Vec<&str> = Vec::with_capacity(tags.len() + 1);
+            batch.push(key);
+            batch.extend(tags.iter().map(String::as_str));
+            inner.cache.get_many(&batch).await.map(|found| {
+                versions = Some(tags::current_versions(found.get(1..).unwrap_or_default()));
+                found.into_iter().next().flatten()
+            })
+        };
+        let current = |env: &envelope::Envelope<V>| match &versions {
+            None => true,
+            Some(now) => now.as_ref() == Some(&env.tags),
         };
         match cached {
-            Ok(Some(bytes)) => match decode::<V>(key, &bytes) {
-                Ok(env) if env.fresh_at(inner.clock.unix_millis()) => {
+            // A tag was invalidated since the value's load began: neither fresh nor stale.
+            Ok(Some(bytes)) => match decode::<V>(key, &bytes).map(|env| (current(&env), env)) {
+                Ok((false, _)) => {}
+                Ok((true, env)) if env.fresh_at(inner.clock.unix_millis()) => {
                     if inner.refresh_ahead.is_some()
+                        && tags.is_empty()
                         && let Some(ttl) = ttl_for(&env.value)
                         && self.near_expiry(env.fresh_until, ttl)
                     {
@@ -461,7 +565,7 @@ impl CacheAside {
                         outcome: Outcome::Hit,
                     };
                 }
-                Ok(env) => stale = Some(env.value),
+                Ok((true, env)) => stale = Some(env.value),
                 // The fresh value will overwrite the corrupt one.
                 Err(e) => inner.cache_failed(key, &e, false),
             },
@@ -471,7 +575,7 @@ impl CacheAside {
                 bypassed = true;
             }
         }
-        match self.flight(key, bypassed, ttl_for, loader).await {
+        match self.flight(key, tags, bypassed, ttl_for, loader).await {
             Ok((value, Source::Cached)) => {
                 inner.count(key, Event::Hit, true);
                 Lookup {
@@ -591,7 +695,13 @@ impl Inner {
 
     /// Encodes `value` with a jittered `ttl` plus the stale window: the bytes and the TTL to
     /// store them with. Failures are logged and counted.
-    fn stored<V: Serialize>(&self, key: &str, value: &V, ttl: Ttl) -> Option<(Bytes, Ttl)> {
+    fn stored<V: Serialize>(
+        &self,
+        key: &str,
+        value: &V,
+        ttl: Ttl,
+        tags: &[i64],
+    ) -> Option<(Bytes, Ttl)> {
         let (fresh_until, store_ttl) = match ttl.to_millis() {
             Ok(Some(ms)) => {
                 let ms = jittered(ms, self.jitter);
@@ -607,7 +717,7 @@ impl Inner {
                 return None;
             }
         };
-        match encode(key, value, fresh_until) {
+        match encode(key, value, fresh_until, tags) {
             Ok(bytes) => Some((bytes, store_ttl)),
             Err(e) => {
                 self.cache_failed(key, &e, false);
@@ -628,8 +738,9 @@ impl Inner {
         ttl: Ttl,
         seen: Fill,
         lease: Option<i64>,
+        tags: &[i64],
     ) -> bool {
-        let Some((bytes, store_ttl)) = self.stored(key, value, ttl) else {
+        let Some((bytes, store_ttl)) = self.stored(key, value, ttl, tags) else {
             return false;
         };
         let (seen, window) = match (seen, self.fence) {

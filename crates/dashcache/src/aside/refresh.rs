@@ -106,7 +106,7 @@ impl Inner {
         // A failed refresh leaves the cached value to its TTL (and its stale window).
         let released = match loaded {
             Ok(value) => match ttl_for(&value) {
-                Some(ttl) => self.commit(key, &value, ttl, fill, lease).await,
+                Some(ttl) => self.commit(key, &value, ttl, fill, lease, &[]).await,
                 None => false,
             },
             Err(_) => false,
