@@ -15,6 +15,13 @@
 //!   fill whose load began before it, on every backend — *at most one committed fill per
 //!   generation, and a fill older than the latest invalidation is never committed*. A refused
 //!   fill still answers its caller and is counted (`fills_rejected`). How: the `fence` module.
+//! - **single-flight across processes** (optional, [`leases`](CacheAsideBuilder::leases)): one
+//!   process loads a missing key, the others wait for its value, up to a bound;
+//! - **refresh-ahead** (optional, [`refresh_ahead`](CacheAsideBuilder::refresh_ahead)): a hit
+//!   near the end of its TTL reloads the key in the background;
+//! - **tags** ([`get_or_load_tagged`](CacheAside::get_or_load_tagged),
+//!   [`invalidate_tag`](CacheAside::invalidate_tag)): invalidate every value of a tag in one
+//!   write.
 //!
 //! Values are stored as JSON behind a 12-byte header (format tag and the instant the value
 //! stops being fresh), so a stale window works the same on every backend. Keys written through
