@@ -354,3 +354,72 @@ async fn refresh_ahead_on_redis() {
     let other = other_connection(&backend).await;
     refresh_ahead_keeps_a_hot_key_warm([backend.cache(), other]).await;
 }
+
+/// Bulk refresh-ahead: keys found near the end of their TTL are answered from the cache and
+/// reloaded together in one background loader call; across two instances with leases, once.
+async fn bulk_refresh_ahead_reloads_near_keys_in_one_call(caches: [Arc<dyn Cache>; 2]) {
+    let keys = keys();
+    let all: Vec<String> = (0..3)
+        .map(|i| keys.key(["user", &format!("bulk{i}")]).unwrap())
+        .collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let instances: Vec<CacheAside> = caches
+        .into_iter()
+        .map(|cache| {
+            CacheAside::builder(cache)
+                .jitter(0.0)
+                .leases(Duration::from_secs(5), Duration::from_secs(5))
+                .refresh_ahead(0.5)
+                .build()
+        })
+        .collect();
+    let lookup = |aside: CacheAside, round: usize| {
+        let calls = Arc::clone(&calls);
+        let refs = refs.clone();
+        async move {
+            aside
+                .get_many_or_load_refreshing(&refs, Ttl::millis(1000), move |missing| {
+                    let calls = Arc::clone(&calls);
+                    async move {
+                        calls.lock().unwrap().push(missing.clone());
+                        Ok::<_, LoadFailed>(missing.into_iter().map(|k| (k, round)).collect())
+                    }
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(lookup(instances[0].clone(), 1).await, vec![Some(1); 3]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Near expiry: both instances answer from the cache; one background call reloads all three.
+    let (a, b) = tokio::join!(
+        lookup(instances[0].clone(), 2),
+        lookup(instances[1].clone(), 2)
+    );
+    assert_eq!((a, b), (vec![Some(1); 3], vec![Some(1); 3]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let mut refreshed = calls[1].clone();
+        refreshed.sort();
+        assert_eq!(refreshed, all);
+    }
+    // Past the first value's TTL: still served from the cache, refreshed.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(lookup(instances[1].clone(), 3).await, vec![Some(2); 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_refresh_ahead_on_memory() {
+    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    bulk_refresh_ahead_reloads_near_keys_in_one_call([Arc::clone(&cache), cache]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_refresh_ahead_on_redis() {
+    let backend = Backend::redis().await;
+    let other = other_connection(&backend).await;
+    bulk_refresh_ahead_reloads_near_keys_in_one_call([backend.cache(), other]).await;
+}

@@ -36,6 +36,57 @@ impl CacheAside {
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, T>, E>>,
     {
+        self.bulk(keys, ttl, loader, &mut Vec::new()).await
+    }
+
+    /// As [`get_many_or_load`](Self::get_many_or_load), with
+    /// [refresh-ahead](super::CacheAsideBuilder::refresh_ahead): the keys found in the last
+    /// fraction of their TTL are answered from the cache at once and reloaded in the
+    /// background, together, in one more call of `loader` (once per key per process; with
+    /// [leases](super::CacheAsideBuilder::leases), only the keys whose lease it takes, so
+    /// once across processes). Without refresh-ahead configured it is `get_many_or_load`.
+    ///
+    /// # Errors
+    /// As [`get_many_or_load`](Self::get_many_or_load).
+    pub async fn get_many_or_load_refreshing<T, E, F, Fut>(
+        &self,
+        keys: &[&str],
+        ttl: Ttl,
+        loader: F,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout> + Send + 'static,
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<String, T>, E>> + Send + 'static,
+    {
+        let loader = std::sync::Arc::new(loader);
+        let mut near = Vec::new();
+        let foreground = std::sync::Arc::clone(&loader);
+        let result = self
+            .bulk(keys, ttl, move |missing| foreground(missing), &mut near)
+            .await;
+        if !near.is_empty() {
+            self.refresh_many_in_background::<T, E, _, _>(near, ttl, move |keys| loader(keys));
+        }
+        result
+    }
+
+    /// The bulk lookup; `near` receives the keys answered from the cache that are due for a
+    /// refresh ahead, with the freshness they were found with.
+    async fn bulk<T, E, F, Fut>(
+        &self,
+        keys: &[&str],
+        ttl: Ttl,
+        loader: F,
+        near: &mut Vec<(String, u64)>,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        E: From<LoaderTimeout>,
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: Future<Output = Result<HashMap<String, T>, E>>,
+    {
         let inner = &self.inner;
         let now = inner.clock.unix_millis();
         let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
@@ -45,7 +96,12 @@ impl CacheAside {
                 for (i, (key, value)) in keys.iter().zip(values).enumerate() {
                     let Some(bytes) = value else { continue };
                     match decode::<Option<T>>(key, &bytes) {
-                        Ok(env) if env.fresh_at(now) => found[i] = Some(env.value),
+                        Ok(env) if env.fresh_at(now) => {
+                            if env.value.is_some() && self.near_expiry(env.fresh_until, ttl) {
+                                near.push(((*key).to_owned(), env.fresh_until));
+                            }
+                            found[i] = Some(env.value);
+                        }
                         Ok(env) => stale[i] = Some(env.value),
                         Err(e) => inner.cache_failed(key, &e, false),
                     }

@@ -281,7 +281,8 @@ impl CacheAsideBuilder {
     /// a key read steadily never expires into a miss. One refresh per key per process at a
     /// time; with [`leases`](Self::leases), one across every process. The refresh is a fenced
     /// fill: an invalidation during it wins. A failed refresh leaves the cached value to its
-    /// TTL. Bulk lookups do not refresh ahead.
+    /// TTL. Tagged lookups do not refresh ahead; bulk lookups do through
+    /// [`get_many_or_load_refreshing`](CacheAside::get_many_or_load_refreshing).
     pub fn refresh_ahead(mut self, fraction: f64) -> Self {
         self.refresh_ahead = Some(fraction)
             .filter(|f| f.is_finite() && *f > 0.0)
