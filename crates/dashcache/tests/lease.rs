@@ -397,7 +397,10 @@ async fn bulk_refresh_ahead_reloads_near_keys_in_one_call(caches: [Arc<dyn Cache
         lookup(instances[0].clone(), 2),
         lookup(instances[1].clone(), 2)
     );
-    assert_eq!((a, b), (vec![Some(1); 3], vec![Some(1); 3]));
+    // A answers from the cache; B too, or with the refreshed values if A's background refresh
+    // was quicker.
+    assert_eq!(a, vec![Some(1); 3]);
+    assert!(b == vec![Some(1); 3] || b == vec![Some(2); 3], "{b:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     {
         let calls = calls.lock().unwrap();

@@ -264,7 +264,7 @@ impl Inner {
     ) -> Result<V, (Fill, Option<i64>)> {
         let deadline = tokio::time::Instant::now() + config.wait;
         loop {
-            match self.claim(key, config).await {
+            match self.claim(key, config, fill).await {
                 Claim::Won(token) => return Err((fill, Some(token))),
                 Claim::Failed => return Err((fill, None)),
                 Claim::Held => match self.wait_for::<V>(key, fill, tags, deadline).await {

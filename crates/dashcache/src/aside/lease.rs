@@ -59,16 +59,22 @@ pub(super) enum Waited<V> {
 }
 
 impl Inner {
-    /// Tries to take `key`'s lease.
-    pub(super) async fn claim(&self, key: &str, config: LeaseConfig) -> Claim {
+    /// Tries to take `key`'s lease, only while the key's generation is still the one `fill`
+    /// saw: a fill committed since (which changes the generation) means the value is there
+    /// and there is nothing to load, so the claim fails as if the lease were held.
+    pub(super) async fn claim(&self, key: &str, config: LeaseConfig, fill: Fill) -> Claim {
         let lease = lease_key(key);
+        let fence = fence_key(key);
         let token = new_generation();
         let take = Write::SetInt(&lease, token, Ttl::from(config.ttl));
-        match self
-            .cache
-            .write_if(&[Condition::Absent(&lease)], &[take])
-            .await
-        {
+        let mut conditions = vec![Condition::Absent(&lease)];
+        if let Fill::Fenced(seen) = fill {
+            conditions.push(match seen.generation {
+                Some(generation) => Condition::IntEquals(&fence, generation),
+                None => Condition::Absent(&fence),
+            });
+        }
+        match self.cache.write_if(&conditions, &[take]).await {
             Ok(true) => {
                 self.count(key, Event::LeaseWon, false);
                 Claim::Won(token)

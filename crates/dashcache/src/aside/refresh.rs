@@ -135,9 +135,11 @@ impl Inner {
             due.push((key.as_str(), fill, None));
         }
         if let Some(config) = self.lease {
-            let claims =
-                futures::future::join_all(due.iter().map(|(key, _, _)| self.claim(key, config)))
-                    .await;
+            let claims = futures::future::join_all(
+                due.iter()
+                    .map(|(key, fill, _)| self.claim(key, config, *fill)),
+            )
+            .await;
             due = due
                 .into_iter()
                 .zip(claims)
@@ -201,7 +203,7 @@ impl Inner {
         }
         let fill = self.fill_from(generation.as_ref());
         let lease = match self.lease {
-            Some(config) => match self.claim(key, config).await {
+            Some(config) => match self.claim(key, config, fill).await {
                 Claim::Won(token) => Some(token),
                 // Another process is loading it (or the cache fails): nothing to do here.
                 Claim::Held | Claim::Failed => return,
