@@ -126,6 +126,24 @@ impl Backend {
         }
     }
 
+    /// A second, separate connection to its servers, as another process would have (the same
+    /// store for the embedded cache), with the same generous deadline as [`redis_cache`].
+    ///
+    /// # Panics
+    /// When the servers do not answer.
+    pub async fn other_connection(&self) -> std::sync::Arc<dyn dashcache::Cache> {
+        match &self.url {
+            Some(url) => std::sync::Arc::new(
+                dashcache::RedisCache::builder(url.clone())
+                    .timeout(std::time::Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            None => self.cache(),
+        }
+    }
+
     /// The URL a service would be given (`None`: the embedded cache).
     pub fn url(&self) -> Option<String> {
         self.url.clone()

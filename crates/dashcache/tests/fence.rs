@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use dashcache::aside::{CacheAside, LoaderTimeout, Outcome};
 use dashcache::metrics::CacheMetrics;
-use dashcache::{Cache, Keys, RedisCache, Ttl};
+use dashcache::{Cache, Keys, Ttl};
 use dashcache_testkit::{Backend, on_every_backend};
 use tokio::sync::oneshot;
 
@@ -53,20 +53,6 @@ impl Db {
             .lock()
             .unwrap()
             .insert(id.to_owned(), value.to_owned());
-    }
-}
-
-/// A second connection to the backend's servers (the same store for the embedded cache).
-async fn other_connection(backend: &Backend) -> Arc<dyn Cache> {
-    match backend.url() {
-        Some(url) => Arc::new(
-            RedisCache::builder(url)
-                .timeout(std::time::Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap(),
-        ),
-        None => backend.cache(),
     }
 }
 
@@ -121,7 +107,7 @@ async fn a_fill_paused_across_an_invalidation_is_not_committed(backend: &Backend
     let db = Arc::new(Db::default());
     db.write("42", "old");
     let a = aside(backend.cache(), &metrics);
-    let b = aside(other_connection(backend).await, &metrics);
+    let b = aside(backend.other_connection().await, &metrics);
 
     let (task, read, go) = paused_load(&a, &db, &key);
     read.await.unwrap();
@@ -144,7 +130,7 @@ async fn a_fill_paused_across_an_invalidation_is_not_committed(backend: &Backend
         "the stale fill landed"
     );
     assert_eq!(
-        served(other_connection(backend).await, &db, &key).await,
+        served(backend.other_connection().await, &db, &key).await,
         "new"
     );
     assert_eq!(served(backend.cache(), &db, &key).await, "new");
@@ -156,7 +142,7 @@ async fn a_fill_that_began_after_the_invalidation_commits(backend: &Backend) {
     let db = Arc::new(Db::default());
     db.write("42", "v1");
     let a = aside(backend.cache(), &metrics);
-    let b = aside(other_connection(backend).await, &metrics);
+    let b = aside(backend.other_connection().await, &metrics);
     b.invalidate(&key).await.unwrap();
     let (task, read, go) = paused_load(&a, &db, &key);
     read.await.unwrap();
@@ -180,7 +166,7 @@ async fn one_fill_commits_per_generation(backend: &Backend) {
     let db = Arc::new(Db::default());
     db.write("42", "v1");
     let a = aside(backend.cache(), &metrics);
-    let b = aside(other_connection(backend).await, &metrics);
+    let b = aside(backend.other_connection().await, &metrics);
     let (first, read_a, go_a) = paused_load(&a, &db, &key);
     let (second, read_b, go_b) = paused_load(&b, &db, &key);
     read_a.await.unwrap();
@@ -199,7 +185,7 @@ async fn a_bulk_fill_loses_only_the_invalidated_keys(backend: &Backend) {
     let all: Vec<String> = ids.iter().map(|i| keys.key(["user", i]).unwrap()).collect();
     let metrics = CacheMetrics::new(&keys);
     let a = aside(backend.cache(), &metrics);
-    let b = aside(other_connection(backend).await, &metrics);
+    let b = aside(backend.other_connection().await, &metrics);
     let (read_tx, read_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let task = {
@@ -238,7 +224,7 @@ async fn unfenced_fills_write_the_stale_value_back(backend: &Backend) {
     let db = Arc::new(Db::default());
     db.write("42", "old");
     let a = CacheAside::builder(backend.cache()).unfenced().build();
-    let b = CacheAside::builder(other_connection(backend).await)
+    let b = CacheAside::builder(backend.other_connection().await)
         .unfenced()
         .build();
     let (task, read, go) = paused_load(&a, &db, &key);

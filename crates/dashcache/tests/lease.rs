@@ -27,20 +27,6 @@ fn keys() -> Keys {
     Keys::new("t", ["user"]).unwrap()
 }
 
-/// A second connection to the backend's servers (the same store for the embedded cache).
-async fn other_connection(backend: &Backend) -> Arc<dyn Cache> {
-    match backend.url() {
-        Some(url) => Arc::new(
-            RedisCache::builder(url)
-                .timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap(),
-        ),
-        None => backend.cache(),
-    }
-}
-
 fn leased(cache: Arc<dyn Cache>, metrics: &CacheMetrics, lease: Duration) -> CacheAside {
     CacheAside::builder(cache)
         .jitter(0.0)
@@ -58,7 +44,7 @@ async fn instances_missing_together_load_once_per_generation(backend: &Backend) 
         let metrics = CacheMetrics::new(&keys());
         let mut instances = Vec::new();
         for _ in 0..4 {
-            let cache = other_connection(backend).await;
+            let cache = backend.other_connection().await;
             instances.push(if with_leases {
                 leased(cache, &metrics, Duration::from_secs(10))
             } else {
@@ -108,7 +94,7 @@ async fn a_dead_holder_delays_the_others_only_for_its_lease(backend: &Backend) {
     let metrics = CacheMetrics::new(&keys());
     let lease = Duration::from_millis(500);
     let a = leased(backend.cache(), &metrics, lease);
-    let b = CacheAside::builder(other_connection(backend).await)
+    let b = CacheAside::builder(backend.other_connection().await)
         .jitter(0.0)
         .leases(lease, Duration::from_secs(30))
         .metrics(metrics.clone())
@@ -152,7 +138,7 @@ async fn a_failed_load_hands_the_lease_on(backend: &Backend) {
     let metrics = CacheMetrics::new(&keys());
     let a = leased(backend.cache(), &metrics, Duration::from_secs(30));
     let b = leased(
-        other_connection(backend).await,
+        backend.other_connection().await,
         &metrics,
         Duration::from_secs(30),
     );
@@ -196,7 +182,7 @@ async fn a_waiter_loads_itself_at_its_bound(backend: &Backend) {
     let key = keys().key(["user", "3"]).unwrap();
     let metrics = CacheMetrics::new(&keys());
     let a = leased(backend.cache(), &metrics, Duration::from_secs(30));
-    let b = CacheAside::builder(other_connection(backend).await)
+    let b = CacheAside::builder(backend.other_connection().await)
         .jitter(0.0)
         .leases(Duration::from_secs(30), Duration::from_millis(200))
         .metrics(metrics.clone())
@@ -351,7 +337,7 @@ async fn refresh_ahead_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_ahead_on_redis() {
     let backend = Backend::redis().await;
-    let other = other_connection(&backend).await;
+    let other = backend.other_connection().await;
     refresh_ahead_keeps_a_hot_key_warm([backend.cache(), other]).await;
 }
 
@@ -423,6 +409,6 @@ async fn bulk_refresh_ahead_on_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_refresh_ahead_on_redis() {
     let backend = Backend::redis().await;
-    let other = other_connection(&backend).await;
+    let other = backend.other_connection().await;
     bulk_refresh_ahead_reloads_near_keys_in_one_call([backend.cache(), other]).await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashcache::aside::{CacheAside, LoaderTimeout, Outcome};
 use dashcache::metrics::CacheMetrics;
-use dashcache::{Cache, ErrorKind, Keys, RedisCache, Ttl};
+use dashcache::{Cache, ErrorKind, Keys, Ttl};
 use dashcache_testkit::{Backend, on_every_backend};
 use tokio::sync::oneshot;
 
@@ -24,19 +24,6 @@ impl From<LoaderTimeout> for LoadFailed {
 
 fn keys() -> Keys {
     Keys::new("t", ["user", "account"]).unwrap()
-}
-
-async fn other_connection(backend: &Backend) -> Arc<dyn Cache> {
-    match backend.url() {
-        Some(url) => Arc::new(
-            RedisCache::builder(url)
-                .timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap(),
-        ),
-        None => backend.cache(),
-    }
 }
 
 fn aside(cache: Arc<dyn Cache>) -> CacheAside {
@@ -59,7 +46,7 @@ async fn lookup(aside: &CacheAside, key: &str, tags: &[&str], value: &str) -> (S
 async fn a_tag_invalidation_reaches_every_value_under_it(backend: &Backend) {
     let keys = keys();
     let a = aside(backend.cache());
-    let b = aside(other_connection(backend).await);
+    let b = aside(backend.other_connection().await);
     let k: Vec<String> = (1..=5)
         .map(|i| keys.key(["account", &i.to_string()]).unwrap())
         .collect();
@@ -116,7 +103,7 @@ async fn one_write_invalidates_a_thousand_values(backend: &Backend) {
 async fn a_fill_paused_across_a_tag_invalidation_is_never_served(backend: &Backend) {
     let key = keys().key(["user", "42"]).unwrap();
     let a = aside(backend.cache());
-    let b = aside(other_connection(backend).await);
+    let b = aside(backend.other_connection().await);
     let row = Arc::new(std::sync::Mutex::new("old".to_owned()));
     let (read_tx, read_rx) = oneshot::channel();
     let (go_tx, go_rx) = oneshot::channel::<()>();
