@@ -254,6 +254,9 @@ async fn a_fill_overtaken_by_an_invalidation_does_not_land() {
 struct Log {
     /// `(version, completed at)`, in order.
     writes: std::sync::Mutex<Vec<(u64, Instant)>>,
+    /// When the server last lost its data: a write sent before then binds nothing, even if
+    /// its reply is logged after.
+    lost_at: std::sync::Mutex<Option<Instant>>,
     stale: std::sync::Mutex<Vec<String>>,
     reads: AtomicU64,
     /// Of those, answered by L1.
@@ -265,7 +268,19 @@ impl Log {
     /// Forgets the writes: the server lost its data (a restart without persistence), so they
     /// no longer bind what a read may return.
     fn lost(&self) {
-        self.writes.lock().unwrap().clear();
+        let mut writes = self.writes.lock().unwrap();
+        *self.lost_at.lock().unwrap() = Some(Instant::now());
+        writes.clear();
+    }
+
+    /// Logs `version` as completed now, unless it was sent before the data was lost: a reply
+    /// that raced the kill says nothing about what the restarted server holds.
+    fn completed(&self, version: u64, sent: Instant) {
+        let mut writes = self.writes.lock().unwrap();
+        if self.lost_at.lock().unwrap().is_some_and(|at| sent <= at) {
+            return;
+        }
+        writes.push((version, Instant::now()));
     }
 
     fn check(&self, began: Instant, read: u64) {
@@ -291,12 +306,13 @@ fn writer(l2: RedisCache, key: &'static str, log: Arc<Log>) -> tokio::task::Join
         let mut version = 0u64;
         while !log.stop.load(Ordering::Acquire) {
             version += 1;
+            let sent = Instant::now();
             if l2
                 .set(key, Bytes::from(version.to_string()), Ttl::secs(600))
                 .await
                 .is_ok()
             {
-                log.writes.lock().unwrap().push((version, Instant::now()));
+                log.completed(version, sent);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -360,11 +376,7 @@ impl Faults {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.quiet
-            .writes
-            .lock()
-            .unwrap()
-            .push((version, Instant::now()));
+        self.quiet.completed(version, start);
     }
 
     /// The server lost its data.
