@@ -169,6 +169,9 @@ macro_rules! conformance_tests {
             mod hybrid_cluster {
                 $crate::__conformance_cases!(tests HybridCluster);
             }
+            mod compressed {
+                $crate::__conformance_cases!(tests Compressed);
+            }
         }
     };
 }
@@ -186,6 +189,9 @@ pub enum Target {
     Hybrid,
     /// A `HybridCache` of the test's own (L1 serving) over the binary's shared cluster.
     HybridCluster,
+    /// A `Compressed` `MemoryCache` of the test's own, compressing every value of 8 bytes or
+    /// more: the decorator keeps every contract of what it wraps.
+    Compressed,
 }
 
 /// Runs the case `name` on a fresh cache of `backend`; a failed assertion fails the test.
@@ -218,6 +224,15 @@ pub async fn run_case(backend: Target, name: &str) {
             let cluster = tokio::task::block_in_place(|| CLUSTER.get_or_init(RedisCluster::start));
             let l2 = crate::cluster_cache(cluster).await;
             (Arc::new(crate::hybrid_cache(l2).await), None)
+        }
+        Target::Compressed => {
+            let clock = Clock::manual();
+            let cache = MemoryCache::builder().clock(clock.clone()).build();
+            let config = dashcache::compress::Compression::default().with_min_bytes(8);
+            (
+                Arc::new(dashcache::compress::Compressed::new(cache, config)),
+                Some(clock),
+            )
         }
     };
     let Some((_, case)) = cases().into_iter().find(|(n, _)| *n == name) else {

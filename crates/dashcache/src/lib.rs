@@ -69,6 +69,8 @@ pub mod aside;
 pub mod authz;
 pub mod cache;
 pub mod clock;
+#[cfg(feature = "compression")]
+pub mod compress;
 pub mod error;
 pub mod ext;
 pub mod fallback;

@@ -48,6 +48,16 @@ fn each_bound_is_enforced_with_a_message_naming_the_variable() {
         ("CACHE_TTL_RATE_LIMIT", "0", "3601", "1 to 3600 seconds"),
         ("CACHE_STALE_SECS", "-1", "86401", "0 to 86400 seconds"),
         ("CACHE_TTL_JITTER_PERCENT", "-5", "51", "0 to 50 percent"),
+        ("CACHE_TTL_PROVIDER_API", "9", "3601", "10 to 3600 seconds"),
+        ("CACHE_TTL_TRANSACTIONS", "4", "601", "5 to 600 seconds"),
+        ("CACHE_TTL_CREDENTIALS", "4", "301", "5 to 300 seconds"),
+        ("CACHE_COMPRESS_LEVEL", "0", "20", "1 to 19"),
+        (
+            "CACHE_COMPRESS_MIN_BYTES",
+            "63",
+            "1048577",
+            "64 to 1048576 bytes",
+        ),
         ("CACHE_TIMEOUT_MS", "9", "10001", "10 to 10000 milliseconds"),
         (
             "CACHE_CONNECT_TIMEOUT_MS",
@@ -99,12 +109,13 @@ fn every_problem_is_listed_in_one_message() {
             ("REDIS_URL", "http://user:hunter2@example.com"),
             ("CACHE_KEY_PREFIX", "bad prefix*"),
             ("CACHE_KEY_SECRET", "short"),
+            ("CACHE_COMPRESSION", "gzip"),
         ],
         None,
     )
     .unwrap_err();
     assert!(
-        err.starts_with("invalid cache configuration (5 problems)"),
+        err.starts_with("invalid cache configuration (6 problems)"),
         "{err}"
     );
     for var in [
@@ -113,6 +124,7 @@ fn every_problem_is_listed_in_one_message() {
         "REDIS_URL",
         "CACHE_KEY_PREFIX",
         "CACHE_KEY_SECRET",
+        "CACHE_COMPRESSION",
     ] {
         assert!(err.contains(var), "{var} missing from: {err}");
     }

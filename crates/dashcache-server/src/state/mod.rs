@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dashcache::aside::CacheAside;
 use dashcache::authz::PermissionCache;
+use dashcache::compress::Compressed;
 use dashcache::fallback::{BurstLog, Fallbacks};
 use dashcache::hybrid::{HybridCache, HybridStatus};
 use dashcache::metrics::CacheMetrics;
@@ -188,7 +189,20 @@ impl AppState {
             Some(keyring) => Arc::new(Sealed::new(Arc::clone(&instrumented), keyring)),
             None => Arc::clone(&instrumented),
         };
-        let mut aside = CacheAside::builder(Arc::clone(&instrumented))
+        // Cached records and pages: compressed when large (and the setting is on); read
+        // either way, so turning it on or off needs no flush.
+        let records: Arc<dyn Cache> = if settings.compression {
+            Arc::new(Compressed::new(
+                Arc::clone(&instrumented),
+                settings.compression_config(),
+            ))
+        } else {
+            Arc::new(Compressed::passthrough(
+                Arc::clone(&instrumented),
+                settings.compression_config(),
+            ))
+        };
+        let mut aside = CacheAside::builder(records)
             .jitter(settings.jitter_fraction())
             .negative_ttl(Ttl::secs(30))
             .loader_timeout(Duration::from_secs(5))

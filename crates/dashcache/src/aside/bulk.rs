@@ -74,7 +74,7 @@ impl CacheAside {
 
     /// The bulk lookup; `near` receives the keys answered from the cache that are due for a
     /// refresh ahead, with the freshness they were found with.
-    async fn bulk<T, E, F, Fut>(
+    pub(super) async fn bulk<T, E, F, Fut>(
         &self,
         keys: &[&str],
         ttl: Ttl,

@@ -21,7 +21,9 @@
 //!   near the end of its TTL reloads the key in the background;
 //! - **tags** ([`get_or_load_tagged`](CacheAside::get_or_load_tagged),
 //!   [`invalidate_tag`](CacheAside::invalidate_tag)): invalidate every value of a tag in one
-//!   write.
+//!   write;
+//! - **warming** ([`warm`](CacheAside::warm)): load a set of keys ahead of traffic, in batches,
+//!   under the same TTLs and fences.
 //!
 //! Values are stored as JSON behind a 12-byte header (format tag and the instant the value
 //! stops being fresh), so a stale window works the same on every backend. Keys written through
@@ -35,6 +37,7 @@ mod flight;
 mod lease;
 mod refresh;
 mod tags;
+mod warm;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -52,6 +55,7 @@ pub use builder::CacheAsideBuilder;
 use envelope::{decode, encode};
 use fence::{Seen, fence_key, new_generation};
 use flight::{Flight, Source};
+pub use warm::WarmReport;
 
 use crate::cache::{Cache, Condition, Ttl, Write};
 use crate::clock::Clock;

@@ -17,203 +17,14 @@ use crate::key::Keys;
 use crate::memory::{MemoryCache, MemoryCacheBuilder};
 use crate::sealed::Keyring;
 
+mod specs;
 mod url;
+
+use specs::{NUMERIC, Spec};
 
 use url::check_url;
 pub use url::cluster_seeds;
 pub(crate) use url::mask_url;
-
-/// The unit of a numeric variable, for parsing and for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
-    Seconds,
-    Millis,
-    Count,
-    Bytes,
-    Percent,
-}
-
-impl Unit {
-    fn name(self) -> &'static str {
-        match self {
-            Unit::Seconds => "seconds",
-            Unit::Millis => "milliseconds",
-            Unit::Count => "",
-            Unit::Bytes => "bytes",
-            Unit::Percent => "percent",
-        }
-    }
-}
-
-/// One numeric variable: its name, default, bounds and meaning.
-#[derive(Debug, Clone, Copy)]
-struct Spec {
-    var: &'static str,
-    default: u64,
-    min: u64,
-    max: u64,
-    unit: Unit,
-}
-
-const DAY: u64 = 24 * 3600;
-
-/// Every numeric variable, in the order of `.env.example`.
-const NUMERIC: &[Spec] = &[
-    Spec {
-        var: "CACHE_TTL_SESSION",
-        default: 30 * DAY,
-        min: 60,
-        max: 90 * DAY,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_PERMISSIONS",
-        default: 300,
-        min: 10,
-        max: 3600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_OAUTH_STATE",
-        default: 600,
-        min: 60,
-        max: 3600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_PROVIDER_CONNECTION",
-        default: 300,
-        min: 60,
-        max: 3600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_ACCOUNTS_LIST",
-        default: 300,
-        min: 60,
-        max: 3600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_SECURITY_CONFIG",
-        default: 60,
-        min: 10,
-        max: 600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_STATIC_DATA",
-        default: DAY,
-        min: 3600,
-        max: 7 * DAY,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_USER",
-        default: 3600,
-        min: 60,
-        max: DAY,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_RATE_LIMIT",
-        default: 60,
-        min: 1,
-        max: 3600,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_STALE_SECS",
-        default: 0,
-        min: 0,
-        max: DAY,
-        unit: Unit::Seconds,
-    },
-    Spec {
-        var: "CACHE_TTL_JITTER_PERCENT",
-        default: 10,
-        min: 0,
-        max: 50,
-        unit: Unit::Percent,
-    },
-    Spec {
-        var: "CACHE_TIMEOUT_MS",
-        default: 250,
-        min: 10,
-        max: 10_000,
-        unit: Unit::Millis,
-    },
-    Spec {
-        var: "CACHE_CONNECT_TIMEOUT_MS",
-        default: 250,
-        min: 10,
-        max: 30_000,
-        unit: Unit::Millis,
-    },
-    Spec {
-        var: "CACHE_SWEEP_TIMEOUT_MS",
-        default: 30_000,
-        min: 100,
-        max: 3_600_000,
-        unit: Unit::Millis,
-    },
-    Spec {
-        var: "CACHE_BREAKER_FAILURES",
-        default: 5,
-        min: 1,
-        max: 1000,
-        unit: Unit::Count,
-    },
-    Spec {
-        var: "CACHE_BREAKER_OPEN_MS",
-        default: 500,
-        min: 10,
-        max: 60_000,
-        unit: Unit::Millis,
-    },
-    Spec {
-        var: "CACHE_MEMORY_MAX_ENTRIES",
-        default: 1_000_000,
-        min: 1000,
-        max: 1_000_000_000,
-        unit: Unit::Count,
-    },
-    Spec {
-        var: "CACHE_MEMORY_MAX_BYTES",
-        default: 128 << 20,
-        min: 1 << 20,
-        max: 1 << 40,
-        unit: Unit::Bytes,
-    },
-    Spec {
-        var: "CACHE_L1_MAX_ENTRIES",
-        default: 100_000,
-        min: 0,
-        max: 1_000_000_000,
-        unit: Unit::Count,
-    },
-    Spec {
-        var: "CACHE_L1_MAX_BYTES",
-        default: 64 << 20,
-        min: 1 << 20,
-        max: 1 << 40,
-        unit: Unit::Bytes,
-    },
-    Spec {
-        var: "CACHE_L1_STALENESS_MS",
-        default: 1000,
-        min: 10,
-        max: 3_600_000,
-        unit: Unit::Millis,
-    },
-    Spec {
-        var: "CACHE_L1_MAX_TTL_SECS",
-        default: 300,
-        min: 1,
-        max: DAY,
-        unit: Unit::Seconds,
-    },
-];
 
 /// The text variables.
 const TEXT: &[&str] = &[
@@ -221,6 +32,7 @@ const TEXT: &[&str] = &[
     "CACHE_KEY_PREFIX",
     "CACHE_KEY_SECRET",
     "CACHE_SEAL_KEYS",
+    "CACHE_COMPRESSION",
 ];
 
 /// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
@@ -248,6 +60,15 @@ pub struct TtlSettings {
     pub user: Duration,
     /// Fixed-window rate-limit counters (`CACHE_TTL_RATE_LIMIT`, default 1 minute).
     pub rate_limit: Duration,
+    /// Upstream provider API responses: balances, holdings (`CACHE_TTL_PROVIDER_API`,
+    /// default 5 minutes, the guide's).
+    pub provider_api: Duration,
+    /// Pages of transaction lists (`CACHE_TTL_TRANSACTIONS`, default 1 minute: a short
+    /// freshness window).
+    pub transactions: Duration,
+    /// Decrypted provider credentials, held in process memory only
+    /// (`CACHE_TTL_CREDENTIALS`, default 1 minute).
+    pub credentials: Duration,
 }
 
 /// The validated cache configuration.
@@ -293,6 +114,14 @@ pub struct CacheSettings {
     pub l1_staleness: Duration,
     /// `CACHE_L1_MAX_TTL_SECS`: the longest an entry stays in L1 (default 5 minutes).
     pub l1_max_ttl: Duration,
+    /// `CACHE_COMPRESSION`: `zstd` compresses large values (see [`crate::compress`]); `off`
+    /// (the default) stores them plain but still reads compressed ones, so a rolling upgrade
+    /// can turn it on once every instance reads the format.
+    pub compression: bool,
+    /// `CACHE_COMPRESS_MIN_BYTES`: values shorter than this stay plain (default 1 KiB).
+    pub compress_min_bytes: usize,
+    /// `CACHE_COMPRESS_LEVEL`: the zstd level, 1–19 (default 3).
+    pub compress_level: i32,
 }
 
 /// One bad variable.
@@ -452,6 +281,18 @@ impl CacheSettings {
                 allowed: format!("`id:base64key[,id:base64key…]` with 32-byte keys ({e})"),
             });
         }
+        let compression = match text("CACHE_COMPRESSION").as_deref() {
+            None | Some("off") => false,
+            Some("zstd") => true,
+            Some(other) => {
+                problems.push(Problem {
+                    variable: "CACHE_COMPRESSION".into(),
+                    value: other.to_owned(),
+                    allowed: "`off` or `zstd`".into(),
+                });
+                false
+            }
+        };
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -473,6 +314,9 @@ impl CacheSettings {
                 static_data: secs("CACHE_TTL_STATIC_DATA"),
                 user: secs("CACHE_TTL_USER"),
                 rate_limit: secs("CACHE_TTL_RATE_LIMIT"),
+                provider_api: secs("CACHE_TTL_PROVIDER_API"),
+                transactions: secs("CACHE_TTL_TRANSACTIONS"),
+                credentials: secs("CACHE_TTL_CREDENTIALS"),
             },
             stale_for: secs("CACHE_STALE_SECS"),
             ttl_jitter_percent: u32::try_from(n("CACHE_TTL_JITTER_PERCENT")).unwrap_or(10),
@@ -487,6 +331,9 @@ impl CacheSettings {
             l1_max_bytes: n("CACHE_L1_MAX_BYTES"),
             l1_staleness: millis("CACHE_L1_STALENESS_MS"),
             l1_max_ttl: secs("CACHE_L1_MAX_TTL_SECS"),
+            compression,
+            compress_min_bytes: usize::try_from(n("CACHE_COMPRESS_MIN_BYTES")).unwrap_or(1024),
+            compress_level: i32::try_from(n("CACHE_COMPRESS_LEVEL")).unwrap_or(3),
         })
     }
 
@@ -547,6 +394,17 @@ impl CacheSettings {
             .and_then(|spec| Keyring::parse(spec).ok())
     }
 
+    /// How [`Compressed`](crate::compress::Compressed) should compress, from
+    /// `CACHE_COMPRESS_MIN_BYTES` and `CACHE_COMPRESS_LEVEL`; wrap the cache with
+    /// `Compressed::new` when [`compression`](Self::compression) is on, with
+    /// `Compressed::passthrough` when it is off (to read values compressed earlier).
+    #[cfg(feature = "compression")]
+    pub fn compression_config(&self) -> crate::compress::Compression {
+        crate::compress::Compression::default()
+            .with_min_bytes(self.compress_min_bytes)
+            .with_level(self.compress_level)
+    }
+
     /// The TTL jitter as a fraction (10 % → 0.1), for [`CacheAsideBuilder::jitter`].
     ///
     /// [`CacheAsideBuilder::jitter`]: crate::aside::CacheAsideBuilder::jitter
@@ -590,6 +448,9 @@ impl fmt::Display for CacheSettings {
             ("CACHE_TTL_STATIC_DATA", t.static_data),
             ("CACHE_TTL_USER", t.user),
             ("CACHE_TTL_RATE_LIMIT", t.rate_limit),
+            ("CACHE_TTL_PROVIDER_API", t.provider_api),
+            ("CACHE_TTL_TRANSACTIONS", t.transactions),
+            ("CACHE_TTL_CREDENTIALS", t.credentials),
             ("CACHE_STALE_SECS", self.stale_for),
         ];
         for (var, d) in secs {
@@ -618,7 +479,14 @@ impl fmt::Display for CacheSettings {
         writeln!(f, "CACHE_L1_MAX_ENTRIES={}", self.l1_max_entries)?;
         writeln!(f, "CACHE_L1_MAX_BYTES={}", self.l1_max_bytes)?;
         writeln!(f, "CACHE_L1_STALENESS_MS={}", self.l1_staleness.as_millis())?;
-        write!(f, "CACHE_L1_MAX_TTL_SECS={}", self.l1_max_ttl.as_secs())
+        writeln!(f, "CACHE_L1_MAX_TTL_SECS={}", self.l1_max_ttl.as_secs())?;
+        writeln!(
+            f,
+            "CACHE_COMPRESSION={}",
+            if self.compression { "zstd" } else { "off" }
+        )?;
+        writeln!(f, "CACHE_COMPRESS_MIN_BYTES={}", self.compress_min_bytes)?;
+        write!(f, "CACHE_COMPRESS_LEVEL={}", self.compress_level)
     }
 }
 
@@ -689,6 +557,7 @@ fn parse_number(value: &str, spec: &Spec) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::specs::DAY;
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
