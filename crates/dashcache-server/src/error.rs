@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::db::DbError;
+use crate::upstream::UpstreamError;
 
 /// A handler's failure.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,12 @@ pub enum AppError {
     /// 413 / 415 / 422 and other body rejections, with axum's status.
     #[error("{1}")]
     Rejected(StatusCode, String),
+    /// 502 / 503 / 504: the upstream provider failed, with nothing cached to stand in.
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// 503: a dependency is not configured or not available.
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// 500: the database failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -51,6 +58,12 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Rejected(status, _) => *status,
+            Self::Upstream(e) => match e {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +90,11 @@ impl From<QueryRejection> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let detail = if status.is_server_error() {
+        // An upstream's failure is not ours: say which, without its body.
+        let detail = if matches!(self, Self::Upstream(_) | Self::Unavailable(_)) {
+            tracing::warn!(error = %self, "upstream unavailable");
+            self.to_string()
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             "The server could not complete the request.".to_owned()
         } else {

@@ -13,6 +13,7 @@ pub mod error;
 pub(crate) mod routes;
 pub mod serve;
 pub mod state;
+pub mod upstream;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -67,6 +68,9 @@ pub fn rate_limits(
         "/api/v1/sessions/current",
         "/api/v1/providers/{connection_id}",
         "/api/v1/accounts",
+        "/api/v1/accounts/{id}/balance",
+        "/api/v1/accounts/{id}/holdings",
+        "/api/v1/accounts/{id}/transactions",
     ] {
         layer = layer.route(Method::GET, path, reads.clone());
     }
@@ -81,6 +85,8 @@ pub fn rate_limits(
         (Method::POST, "/api/v1/security/rotate"),
         (Method::POST, "/api/v1/providers/{slug}/connect"),
         (Method::POST, "/api/v1/accounts"),
+        (Method::POST, "/api/v1/accounts/{id}/transactions"),
+        (Method::POST, "/api/v1/providers/{connection_id}/refresh"),
     ] {
         layer = layer.route(method, path, writes.clone());
     }
@@ -151,8 +157,24 @@ pub fn app(state: AppState) -> Router {
             post(routes::providers::connect),
         )
         .route(
+            "/api/v1/providers/{connection_id}/refresh",
+            post(routes::providers::refresh),
+        )
+        .route(
             "/api/v1/accounts",
             get(routes::accounts::list).post(routes::accounts::create),
+        )
+        .route(
+            "/api/v1/accounts/{id}/balance",
+            get(routes::ledger::balance),
+        )
+        .route(
+            "/api/v1/accounts/{id}/holdings",
+            get(routes::ledger::holdings),
+        )
+        .route(
+            "/api/v1/accounts/{id}/transactions",
+            get(routes::ledger::transactions).post(routes::ledger::add_transaction),
         )
         .fallback(routes::ops::not_found)
         // Outermost last: the body limit, then authentication, then the rate limits (which see

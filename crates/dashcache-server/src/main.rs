@@ -17,6 +17,7 @@ use dashcache_server::serve::{
     CacheChoice, DEFAULT_DATABASE_URL, DemoData, ServeOptions, build_state, run,
 };
 use dashcache_server::state::WebOptions;
+use dashcache_server::upstream::{self, KnobSettings, RunningUpstream};
 use tracing_subscriber::EnvFilter;
 
 /// The cache layer for Rust web services: the reference service and its tools.
@@ -55,6 +56,22 @@ enum Command {
     Load(LoadArgs),
     /// Kill, restart, freeze and resume Redis under load; report each phase.
     Drill(DrillArgs),
+    /// Run the stand-in upstream provider API on its own (what `serve` otherwise runs
+    /// in-process), with the latency and errors of a real one.
+    Upstream(UpstreamArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpstreamArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Added to every data call, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// The share of data calls answered 500 (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +117,16 @@ struct ServeArgs {
     /// baseline of what the cache is worth.
     #[arg(long, value_enum, default_value = "auto")]
     cache: CacheChoice,
+    /// The upstream provider API (`http://host:port`, e.g. a `dashcache upstream`); when
+    /// absent, one runs in-process on a free loopback port with the two settings below.
+    #[arg(long, env = "DASHCACHE_UPSTREAM_URL")]
+    upstream_url: Option<String>,
+    /// The in-process upstream's latency per call, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    upstream_latency_ms: u64,
+    /// The in-process upstream's share of calls answered 500 (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    upstream_error_rate: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,7 +286,7 @@ fn main() -> ExitCode {
 /// The service logs at `info`; the tools only warn, so their output stays readable.
 fn default_filter(command: &Command) -> &'static str {
     match command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Upstream(_) => "info",
         _ => "warn",
     }
 }
@@ -348,6 +375,26 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 Some(summary)
             }
         }
+        Command::Upstream(args) => {
+            let running = RunningUpstream::start(
+                args.listen,
+                KnobSettings {
+                    latency_ms: args.latency_ms,
+                    error_rate: args.error_rate,
+                    down: false,
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            eprintln!(
+                "upstream provider API on {} ({} ms latency, {:.1} % errors); knobs: POST /_admin/knobs",
+                running.url(),
+                args.latency_ms,
+                args.error_rate * 100.0
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            None
+        }
         Command::Drill(args) => Some(
             cli::drill::run(DrillOptions {
                 phase: Duration::from_secs(args.phase_secs.max(1)),
@@ -363,6 +410,29 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if args.redis_url.is_some() {
         settings.redis_url = args.redis_url;
     }
+    // Kept alive for as long as the service runs.
+    let (_in_process, upstream_url) = match args.upstream_url {
+        Some(url) => (None, url),
+        None => {
+            let running = RunningUpstream::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                KnobSettings {
+                    latency_ms: args.upstream_latency_ms,
+                    error_rate: args.upstream_error_rate,
+                    down: false,
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot start the in-process upstream: {e}"))?;
+            tracing::info!(
+                url = %running.url(),
+                latency_ms = args.upstream_latency_ms,
+                "upstream provider API running in-process"
+            );
+            let url = running.url();
+            (Some(running), url)
+        }
+    };
     let header = match args.forwarded_header {
         HeaderChoice::XForwardedFor => ForwardedHeader::XForwardedFor,
         HeaderChoice::Forwarded => ForwardedHeader::Forwarded,
@@ -378,6 +448,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             ops_token: secret_from(args.ops_token_file.as_deref(), "DASHCACHE_OPS_TOKEN")?,
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
             session_lookups: None,
+            upstream: Some(upstream::client_for(&upstream_url)),
         },
     };
     let state = build_state(&options, settings).await?;

@@ -117,7 +117,13 @@ impl Keyring {
         self.keys.first().map_or(0, |(id, _)| *id)
     }
 
-    fn seal(&self, key: &str, value: &[u8]) -> Result<Bytes> {
+    /// Seals `value` with the current key, bound to `key` (associated data: the value opens
+    /// only under the same `key`). What [`Sealed`] stores; usable on its own for secrets kept
+    /// elsewhere, e.g. credentials in a database row bound to the row's id.
+    ///
+    /// # Errors
+    /// `Backend` when the OS random source fails; `Serialize` when encryption fails.
+    pub fn seal(&self, key: &str, value: &[u8]) -> Result<Bytes> {
         let (id, cipher) = self
             .keys
             .first()
@@ -143,7 +149,14 @@ impl Keyring {
         Ok(Bytes::from(out))
     }
 
-    fn open(&self, key: &str, sealed: &[u8]) -> Result<Bytes> {
+    /// Opens what [`seal`](Self::seal) sealed under `key`, with whichever key of the ring
+    /// sealed it. The plaintext is a `Vec` so that a caller holding a secret can zero it
+    /// (e.g. `zeroize::Zeroizing::new(ring.open(…)?)`).
+    ///
+    /// # Errors
+    /// `Deserialize` when it is not sealed, was sealed with an unknown key, was tampered with,
+    /// or was sealed under another `key`.
+    pub fn open(&self, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         let fail = |why: String| Error::new(ErrorKind::Deserialize, why).with_key(key);
         let [version, id, rest @ ..] = sealed else {
             return Err(fail("the value is not sealed".into()));
@@ -167,7 +180,6 @@ impl Keyring {
         };
         cipher
             .decrypt(Nonce::from_slice(nonce), payload)
-            .map(Bytes::from)
             .map_err(|_| {
                 fail(
                     "the sealed value failed authentication (tampered, or moved from another key)"
@@ -211,7 +223,11 @@ impl<C: Cache> Sealed<C> {
     fn open_all(&self, keys: &[&str], values: Vec<Option<Bytes>>) -> Result<Vec<Option<Bytes>>> {
         keys.iter()
             .zip(values)
-            .map(|(key, value)| value.map(|v| self.keyring.open(key, &v)).transpose())
+            .map(|(key, value)| {
+                value
+                    .map(|v| self.keyring.open(key, &v).map(Bytes::from))
+                    .transpose()
+            })
             .collect()
     }
 }
@@ -220,7 +236,7 @@ impl<C: Cache> Sealed<C> {
 impl<C: Cache> Cache for Sealed<C> {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match self.inner.get(key).await? {
-            Some(v) => self.keyring.open(key, &v).map(Some),
+            Some(v) => self.keyring.open(key, &v).map(|v| Some(Bytes::from(v))),
             None => Ok(None),
         }
     }
@@ -237,7 +253,7 @@ impl<C: Cache> Cache for Sealed<C> {
 
     async fn take(&self, key: &str) -> Result<Option<Bytes>> {
         match self.inner.take(key).await? {
-            Some(v) => self.keyring.open(key, &v).map(Some),
+            Some(v) => self.keyring.open(key, &v).map(|v| Some(Bytes::from(v))),
             None => Ok(None),
         }
     }

@@ -5,6 +5,7 @@
 //! Every query goes through [`Db`], which counts them: the tests prove a cached read does not
 //! touch the database by watching that count.
 
+mod ledger;
 mod model;
 mod providers;
 mod security;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-pub use model::{Account, Connection, SecurityVersions, SessionRow, User};
+pub use model::{Account, Connection, SecurityVersions, SessionRow, Transaction, User};
 pub use seed::DEMO_USERS;
 
 /// A database failure (the service answers 500, or `unhealthy` on `/health`).

@@ -80,3 +80,19 @@ pub struct SecurityVersions {
     /// The user's version.
     pub user: i64,
 }
+
+/// A transaction of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The id: `t`, the posting time (13 digits of Unix ms), then random characters, so ids
+    /// sort by time.
+    pub id: String,
+    /// Its account.
+    pub account_id: String,
+    /// Signed amount.
+    pub amount_cents: i64,
+    /// What it was.
+    pub description: String,
+    /// Unix ms.
+    pub posted_at: i64,
+}

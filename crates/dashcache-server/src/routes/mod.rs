@@ -2,6 +2,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod admin;
+pub(crate) mod ledger;
 pub(crate) mod ops;
 pub(crate) mod providers;
 pub(crate) mod sessions;

@@ -14,8 +14,7 @@ use crate::db::Connection;
 use crate::error::AppError;
 use crate::state::{AppState, PendingConnection};
 
-/// The providers one can connect to.
-pub(crate) const PROVIDERS: [&str; 3] = ["schwab", "plaid", "fidelity"];
+pub(crate) use crate::upstream::PROVIDERS;
 
 /// `GET /api/v1/providers/{connection_id}`: the caller's own connection (others' are 404).
 pub(crate) async fn get(
@@ -148,6 +147,12 @@ pub(crate) async fn callback(
             "invalid, expired or already used state".into(),
         ));
     };
+    // The code is exchanged for the provider's access token before anything is stored: a
+    // failed exchange leaves no half-made connection.
+    let token = match &state.web().upstream {
+        Some(client) => Some(client.exchange_code(&pending.provider, &cb.code).await?),
+        None => None,
+    };
     let connection = state
         .db()
         .upsert_connection(
@@ -157,6 +162,9 @@ pub(crate) async fn callback(
             &new_id("c")?,
         )
         .await?;
+    if let Some(token) = &token {
+        state.store_credential(&connection.id, token).await?;
+    }
     state.invalidate_connection(&connection.id).await;
     state.invalidate_accounts(&pending.user_id).await;
     Ok(Json(connection))
@@ -171,4 +179,24 @@ async fn consume_in_database(
         .consume_oauth_state(&state.keys().opaque(token))
         .await?;
     Ok(payload.and_then(|p| serde_json::from_str(&p).ok()))
+}
+
+/// `POST /api/v1/providers/{connection_id}/refresh`: forgets the cached provider answers of
+/// the connection's accounts, so the next reads ask the provider.
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), AppError> {
+    let Path(id) = path?;
+    match state.connection(check_id(&id)?).await? {
+        Some(c) if c.user_id == user.user_id => {
+            let forgotten = state.refresh_connection(&c.id).await?;
+            Ok((
+                axum::http::StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "forgotten": forgotten })),
+            ))
+        }
+        _ => Err(AppError::NotFound("connection")),
+    }
 }

@@ -1,7 +1,10 @@
 //! [`AppState`]: the database, the cache and every pattern built on it, shared by the handlers.
 
 mod cached;
+mod credentials;
+mod ledger;
 mod permissions;
+mod provider;
 mod records;
 
 use std::sync::Arc;
@@ -20,13 +23,15 @@ use dashcache::token::OneTimeTokens;
 use dashcache::{Cache, CacheSettings, Instrumented, Keys, Ttl};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+pub use ledger::{MAX_PAGE, TransactionPage};
 pub use permissions::role_allows;
+pub use provider::{ProviderAnswer, ProviderData};
 pub use records::{LoadFailure, PendingConnection, ServiceSession};
 
 use crate::db::Db;
 
 /// Every key namespace the service uses: the bounded set of metrics labels.
-pub const NAMESPACES: [&str; 8] = [
+pub const NAMESPACES: [&str; 10] = [
     "user",
     "session",
     "authz",
@@ -35,6 +40,8 @@ pub const NAMESPACES: [&str; 8] = [
     "accounts",
     "security",
     "ratelimit",
+    "upstream",
+    "txn",
 ];
 
 /// The service's key declarations under the configured prefix and secret.
@@ -62,6 +69,9 @@ struct Inner {
     settings: CacheSettings,
     metrics: CacheMetrics,
     aside: CacheAside,
+    /// Provider answers: served stale when the provider fails, refreshed ahead of expiry.
+    provider_aside: CacheAside,
+    credentials: credentials::Credentials,
     sessions: SessionStore<ServiceSession>,
     oauth: OneTimeTokens<PendingConnection>,
     permissions: PermissionCache,
@@ -131,6 +141,9 @@ pub struct WebOptions {
     /// Session lookups that miss the cache reach the database at most this often per client
     /// network: forged tokens cannot hammer it.
     pub session_lookups: Option<(RateLimiter, Rule)>,
+    /// The upstream provider API (balances, holdings, code exchange); without one those
+    /// routes answer 503 and connecting stores no credential.
+    pub upstream: Option<crate::upstream::ProviderClient>,
 }
 
 impl Default for WebOptions {
@@ -140,6 +153,7 @@ impl Default for WebOptions {
             ops_token: None,
             trusted_proxies: TrustedProxies::none(),
             session_lookups: None,
+            upstream: None,
         }
     }
 }
@@ -154,6 +168,7 @@ impl std::fmt::Debug for WebOptions {
                 "session_lookups",
                 &self.session_lookups.as_ref().map(|(_, r)| r.name()),
             )
+            .field("upstream", &self.upstream)
             .finish()
     }
 }
@@ -202,7 +217,7 @@ impl AppState {
                 settings.compression_config(),
             ))
         };
-        let mut aside = CacheAside::builder(records)
+        let mut aside = CacheAside::builder(Arc::clone(&records))
             .jitter(settings.jitter_fraction())
             .negative_ttl(Ttl::secs(30))
             .loader_timeout(Duration::from_secs(5))
@@ -210,11 +225,24 @@ impl AppState {
         if !settings.stale_for.is_zero() {
             aside = aside.stale_for(settings.stale_for);
         }
+        // Provider answers: the last good one stands in for an hour past its TTL while the
+        // provider fails or is slower than the loader timeout, and one read in the last fifth
+        // of the TTL refreshes it in the background.
+        let mut provider_aside = CacheAside::builder(Arc::clone(&records))
+            .jitter(settings.jitter_fraction())
+            .stale_for(Duration::from_secs(3600))
+            .loader_timeout(Duration::from_millis(1500))
+            .refresh_ahead(0.2)
+            .metrics_over_instrumented(metrics.clone());
         if backend.name.starts_with("redis") {
             // Instances share the cache: one of them loads a missing row, the others wait
             // for it, up to the loader's own timeout (a lease outlives it a little).
             aside = aside.leases(Duration::from_secs(6), Duration::from_secs(5));
+            provider_aside =
+                provider_aside.leases(Duration::from_secs(2), Duration::from_millis(1600));
         }
+        let credentials =
+            credentials::Credentials::new(settings.keyring(), settings.ttl.credentials)?;
         let sessions = SessionStore::new(Arc::clone(&sensitive), keys.clone())
             .with_max_lifetime(settings.ttl.session.max(Duration::from_secs(60)));
         let oauth = OneTimeTokens::new(sensitive, keys.clone(), "oauth_state");
@@ -237,6 +265,8 @@ impl AppState {
                 settings,
                 metrics,
                 aside: aside.build(),
+                provider_aside: provider_aside.build(),
+                credentials,
                 sessions,
                 oauth,
                 permissions,
@@ -364,6 +394,9 @@ impl AppState {
         metrics::with_local_recorder(&self.inner.prometheus, || {
             self.inner.metrics.publish();
             self.inner.rate_limits.publish();
+            if let Some(upstream) = &self.inner.web.upstream {
+                upstream.publish();
+            }
             metrics::counter!("dashcache_db_queries_total").absolute(self.inner.db.queries());
             metrics::gauge!("dashcache_uptime_seconds").set(self.uptime().as_secs_f64());
             if let Some(l1) = self.l1_status() {
