@@ -52,7 +52,9 @@ impl From<dashcache::aside::LoaderTimeout> for UpstreamError {
 pub struct ClientOptions {
     /// The upstream's base URL (`http://host:port`).
     pub base_url: String,
-    /// The deadline of one call, connection included (default 2 s).
+    /// The deadline of one call, connection included (default 1 s: below the cache-aside
+    /// loader timeout, so a slow call is recorded as a timeout by the breaker before the
+    /// loader gives up on it).
     pub timeout: Duration,
     /// Consecutive failures that open a provider's breaker (default 5).
     pub breaker_failures: u32,
@@ -65,7 +67,7 @@ impl ClientOptions {
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(5),
         }
