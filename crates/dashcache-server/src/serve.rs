@@ -61,8 +61,8 @@ impl DemoData {
 /// The namespaces read through L1 when Redis has one in front: the read-mostly records whose
 /// changes must still reach every instance within the bound. One-time tokens (taken once)
 /// and rate-limit buckets (written on every request) would only cost invalidation pushes.
-pub const L1_NAMESPACES: [&str; 6] = [
-    "session", "security", "authz", "user", "accounts", "provider",
+pub const L1_NAMESPACES: [&str; 8] = [
+    "session", "security", "authz", "user", "accounts", "provider", "upstream", "txn",
 ];
 
 /// Builds the state: the database (migrated, seeded), the cache — Redis when the settings name
