@@ -12,11 +12,12 @@ use dashcache_server::cli::bench::{BenchOp, BenchOptions};
 use dashcache_server::cli::drill::DrillOptions;
 use dashcache_server::cli::http_load::{LoadOptions, TOKEN_VAR};
 use dashcache_server::cli::users::NewUser;
+use dashcache_server::cli::warm::WarmOptions;
 use dashcache_server::cli::{self, CliError};
 use dashcache_server::serve::{
     CacheChoice, DEFAULT_DATABASE_URL, DemoData, ServeOptions, build_state, run,
 };
-use dashcache_server::state::WebOptions;
+use dashcache_server::state::{WarmSet, WebOptions};
 use dashcache_server::upstream::{self, KnobSettings, RunningUpstream};
 use tracing_subscriber::EnvFilter;
 
@@ -59,6 +60,29 @@ enum Command {
     /// Run the stand-in upstream provider API on its own (what `serve` otherwise runs
     /// in-process), with the latency and errors of a real one.
     Upstream(UpstreamArgs),
+    /// Load the hot sets (users, account lists) into the cache before traffic: at deploy time.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WarmArgs {
+    /// The database.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// What to warm.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "users,accounts"
+    )]
+    sets: Vec<WarmSet>,
+    /// Keys per batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// At most this many keys loaded from the database per second.
+    #[arg(long, default_value_t = 1000)]
+    per_second: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -375,6 +399,18 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 Some(summary)
             }
         }
+        Command::Warm(args) => Some(
+            cli::warm::run(
+                &WarmOptions {
+                    database_url: args.database_url,
+                    sets: args.sets,
+                    batch: args.batch,
+                    per_second: args.per_second,
+                },
+                CacheSettings::from_env()?,
+            )
+            .await?,
+        ),
         Command::Upstream(args) => {
             let running = RunningUpstream::start(
                 args.listen,

@@ -550,3 +550,54 @@ fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> Option<String> {
     stream.read_to_string(&mut reply).ok()?;
     Some(reply)
 }
+
+#[test]
+fn warm_loads_users_and_account_lists_then_finds_them_cached() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("warm.db").display());
+    let make = |id: &str| {
+        let args = [
+            "users",
+            "create",
+            id,
+            "--name",
+            "Someone",
+            "--email",
+            "a@example.com",
+            "--database-url",
+            &url,
+        ];
+        let (ok, _, err) = dashcache(&args, &[("DASHCACHE_PASSWORD", "a long enough password")]);
+        assert!(ok, "{err}");
+    };
+    for id in ["w1", "w2", "w3"] {
+        make(id);
+    }
+    let env = [
+        ("REDIS_URL", server.url()),
+        ("CACHE_KEY_PREFIX", "warmtest".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["warm", "--database-url", &url, "--batch", "2"];
+    let (ok, out, err) = dashcache(&args, &env);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "Users: 3 keys, 0 already cached, 3 loaded, 0 not found, 0 failed, in 2 batches"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Accounts: 3 keys, 0 already cached, 3 loaded"),
+        "{out}"
+    );
+    let (ok, out, err) = dashcache(&args, &env);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Users: 3 keys, 3 already cached, 0 loaded"),
+        "{out}"
+    );
+    let (ok, out, _) = dashcache(&["keys", "stats"], &env);
+    assert!(ok && out.contains("user"), "{out}");
+}

@@ -1,5 +1,5 @@
 //! The `dashcache` subcommands other than `serve`: `config check`, `keys`, `users`, `bench`,
-//! `load` and `drill`.
+//! `load`, `drill` and `warm`.
 
 pub mod bench;
 pub mod config;
@@ -7,6 +7,7 @@ pub mod drill;
 pub mod http_load;
 pub mod keys;
 pub mod users;
+pub mod warm;
 
 /// A command's failure, said plainly.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;

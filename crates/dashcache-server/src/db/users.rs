@@ -155,3 +155,19 @@ impl Db {
         Ok(true)
     }
 }
+
+impl Db {
+    /// Every user id, sorted (for warming).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn user_ids(&self) -> DbResult<Vec<String>> {
+        self.count();
+        let rows = sqlx::query("SELECT id FROM users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(super::DbError))
+            .collect()
+    }
+}

@@ -15,7 +15,7 @@ use crate::error::AppError;
 
 impl AppState {
     /// The key for `parts` (a namespace, then ids); a malformed id is the client's error.
-    fn key(&self, parts: &[&str]) -> Result<String, AppError> {
+    pub(super) fn key(&self, parts: &[&str]) -> Result<String, AppError> {
         self.inner
             .keys
             .key(parts.iter().copied())

@@ -6,6 +6,7 @@ mod ledger;
 mod permissions;
 mod provider;
 mod records;
+mod warm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ pub use ledger::{MAX_PAGE, TransactionPage};
 pub use permissions::role_allows;
 pub use provider::{ProviderAnswer, ProviderData};
 pub use records::{LoadFailure, PendingConnection, ServiceSession};
+pub use warm::WarmSet;
 
 use crate::db::Db;
 

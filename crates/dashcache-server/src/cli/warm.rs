@@ -1,0 +1,68 @@
+//! `dashcache warm`: loads the service's hot sets into the cache before traffic arrives (at
+//! deploy time), in batches, at a bounded rate of database rows, with a progress bar.
+
+use std::time::{Duration, Instant};
+
+use dashcache::CacheSettings;
+use dashcache::aside::WarmReport;
+use indicatif::ProgressBar;
+
+use super::{CliError, style};
+use crate::serve::{CacheChoice, DemoData, ServeOptions, build_state};
+use crate::state::{WarmSet, WebOptions};
+
+/// What to warm, and how fast.
+#[derive(Debug, Clone)]
+pub struct WarmOptions {
+    /// The database.
+    pub database_url: String,
+    /// The sets.
+    pub sets: Vec<WarmSet>,
+    /// Keys per batch (one cache round trip, one loader call).
+    pub batch: usize,
+    /// At most this many keys loaded per second, to spare the database.
+    pub per_second: u32,
+}
+
+/// Warms `options.sets`; a one-line report per set.
+///
+/// # Errors
+/// The database or the settings are unusable.
+pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<String, CliError> {
+    let serve = ServeOptions {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: options.database_url.clone(),
+        rate_limit_scale: 1,
+        cache: CacheChoice::Auto,
+        demo: DemoData::No,
+        web: WebOptions::default(),
+    };
+    let state = build_state(&serve, settings).await?;
+    let users = state.db().user_ids().await?;
+    let batch = options.batch.max(1);
+    let pace = Duration::from_secs_f64(batch as f64 / f64::from(options.per_second.max(1)));
+    let mut lines = Vec::new();
+    for set in &options.sets {
+        let bar = ProgressBar::new(users.len() as u64).with_style(style(
+            "{msg:>8} [{bar:30}] {pos}/{len} keys [{elapsed}, {eta} left]",
+        ));
+        bar.set_message(format!("{set:?}").to_lowercase());
+        let mut total = WarmReport::default();
+        for chunk in users.chunks(batch) {
+            let started = Instant::now();
+            let report = state.warm(*set, chunk).await?;
+            total.merge(&report);
+            bar.inc(chunk.len() as u64);
+            // Paced by what reached the database: a batch all cached already costs no wait.
+            if report.loaded + report.not_found + report.failed > 0 {
+                tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+            }
+        }
+        bar.finish_and_clear();
+        lines.push(format!(
+            "{set:?}: {} keys, {} already cached, {} loaded, {} not found, {} failed, in {} batches",
+            total.keys, total.cached, total.loaded, total.not_found, total.failed, total.batches
+        ));
+    }
+    Ok(lines.join("\n"))
+}
