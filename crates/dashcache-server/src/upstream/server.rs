@@ -213,19 +213,24 @@ fn valid_account(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// What every data call goes through: the token, the account id, then the knobs.
+async fn admit(knobs: &Knobs, headers: &HeaderMap, id: &str) -> Result<(), Response> {
+    if !authorized(headers) {
+        return Err(StatusCode::UNAUTHORIZED.into_response());
+    }
+    if !valid_account(id) {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    }
+    knobs.behave().await
+}
+
 async fn balance(
     State(knobs): State<Arc<Knobs>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     knobs.balance_calls.fetch_add(1, Ordering::Relaxed);
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if !valid_account(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    if let Err(r) = knobs.behave().await {
+    if let Err(r) = admit(&knobs, &headers, &id).await {
         return r;
     }
     let current = i64::try_from(seeded(&id, 1) % 10_000_000).unwrap_or(0);
@@ -245,13 +250,7 @@ async fn holdings(
     headers: HeaderMap,
 ) -> Response {
     knobs.holdings_calls.fetch_add(1, Ordering::Relaxed);
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if !valid_account(&id) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    if let Err(r) = knobs.behave().await {
+    if let Err(r) = admit(&knobs, &headers, &id).await {
         return r;
     }
     const SYMBOLS: [&str; 8] = ["AAPL", "MSFT", "VTI", "BND", "GOOG", "AMZN", "VXUS", "NVDA"];
