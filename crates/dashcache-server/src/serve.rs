@@ -100,6 +100,15 @@ pub async fn build_state(
         ),
         Some(builder) => {
             let redis = builder.build()?;
+            match redis.check_version().await {
+                Ok(version) => tracing::info!(version, url = redis.url(), "Redis server"),
+                // Too old (or a refused password): one clear error at start, not failures
+                // later.
+                Err(e) if e.kind() == dashcache::ErrorKind::Misconfigured => return Err(e.into()),
+                // Unreachable: served degraded (reported below); the first ping that reaches
+                // it checks the version.
+                Err(_) => {}
+            }
             let name = if redis.is_cluster() {
                 "redis-cluster"
             } else {

@@ -15,6 +15,8 @@ use crate::server::RedisServer;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Each node's TLS port, for a cluster started by [`start_tls`](Self::start_tls).
+    tls_ports: Vec<u16>,
 }
 
 impl RedisCluster {
@@ -24,7 +26,34 @@ impl RedisCluster {
     /// When a node does not start, `redis-cli` is missing, or the cluster does not settle
     /// within 30 s; the message carries what the tools said.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6).map(|_| start_node()).collect();
+        Self::start_with(None)
+    }
+
+    /// Starts a cluster whose nodes serve clients over TLS too (and talk TLS on the cluster
+    /// bus and for replication), with `certs`; reach it with [`tls_url`](Self::tls_url).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_tls(certs: &crate::TestCerts) -> Self {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&crate::TestCerts>) -> Self {
+        let mut tls_ports = Vec::new();
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let Some(certs) = certs else {
+                    return start_node(&[]);
+                };
+                let tls_port = free_port().unwrap_or_else(|e| panic!("{e}"));
+                tls_ports.push(tls_port);
+                let mut args = certs.server_args(tls_port, false);
+                args.extend(
+                    ["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned),
+                );
+                start_node(&args)
+            })
+            .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
@@ -42,7 +71,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, tls_ports };
         cluster.wait_until_ok(Duration::from_secs(30));
         cluster.wait_for_replicas(Duration::from_secs(30));
         cluster
@@ -54,6 +83,16 @@ impl RedisCluster {
             .iter()
             .filter(|n| n.pid().is_some())
             .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The TLS seed URLs (`rediss://localhost:<tls port>`, comma-separated) of a cluster
+    /// started by [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        self.tls_ports
+            .iter()
+            .map(|port| format!("rediss://localhost:{port}"))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -233,10 +272,20 @@ const NODE_ARGS: &[&str] = &[
 
 /// One cluster node on a free port; another process may take the port between the probe and
 /// the server's bind, so a failed start is retried on a fresh port.
-fn start_node() -> RedisServer {
+fn start_node(extra: &[String]) -> RedisServer {
     let mut last_error = String::new();
     for _ in 0..5 {
-        match RedisServer::try_start_on(cluster_port(), NODE_ARGS) {
+        let port = cluster_port();
+        // The bus port named outright: with TLS on the bus, Redis would derive it from the TLS
+        // port instead.
+        let bus = (port + 10_000).to_string();
+        let args: Vec<&str> = NODE_ARGS
+            .iter()
+            .copied()
+            .chain(["--cluster-port", bus.as_str()])
+            .chain(extra.iter().map(String::as_str))
+            .collect();
+        match RedisServer::try_start_on(port, &args) {
             Ok(node) => return node,
             Err(e) => last_error = e,
         }
@@ -257,7 +306,7 @@ fn cluster_port() -> u16 {
     }
 }
 
-fn redis_cli() -> std::path::PathBuf {
+pub(crate) fn redis_cli() -> std::path::PathBuf {
     let server = crate::redis_server_binary();
     match server.parent() {
         Some(dir) if dir.join("redis-cli").exists() => dir.join("redis-cli"),
@@ -265,7 +314,7 @@ fn redis_cli() -> std::path::PathBuf {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
     Command::new(redis_cli())
         .args(["-p", &port.to_string()])
         .args(args)
@@ -278,6 +327,6 @@ fn cluster_info(port: u16) -> String {
     cli(port, &["CLUSTER", "INFO"])
 }
 
-fn info(port: u16, section: &str) -> String {
+pub(crate) fn info(port: u16, section: &str) -> String {
     cli(port, &["INFO", section])
 }

@@ -3,6 +3,8 @@
 //! - [`RedisServer`] spawns a private `redis-server` on a free loopback port in a temporary
 //!   directory, waits until it answers, and kills it on drop. Fault tests freeze it
 //!   (`SIGSTOP`), kill it and restart it on the same port.
+//! - [`RedisCluster`] (three masters, three replicas), [`RedisSentinels`] (a master, a
+//!   replica, three sentinels) and [`TlsRedis`] (with certificates made by [`TestCerts`]).
 //! - [`conformance`] is the one suite every [`Cache`](dashcache::Cache) backend must pass.
 //! - [`process`] and [`load`] are the panic-free parts, for tools as well as tests: without the
 //!   `harness` feature they are all there is.
@@ -28,7 +30,13 @@ mod harness;
 mod postgres;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod sentinel;
+#[cfg(feature = "harness")]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod server;
+#[cfg(feature = "harness")]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod tls;
 
 #[cfg(feature = "harness")]
 pub use cluster::RedisCluster;
@@ -38,7 +46,11 @@ pub use harness::{Backend, cluster_cache, hybrid_cache, redis_cache};
 pub use postgres::{PgSchema, PostgresServer};
 pub use process::redis_server_binary;
 #[cfg(feature = "harness")]
+pub use sentinel::{MASTER_NAME as SENTINEL_MASTER_NAME, RedisSentinels};
+#[cfg(feature = "harness")]
 pub use server::RedisServer;
+#[cfg(feature = "harness")]
+pub use tls::{TestCerts, TlsRedis};
 
 /// The library under test, re-exported for [`on_every_backend!`].
 pub use dashcache;

@@ -42,6 +42,9 @@ pub struct RedisProcess {
     port: u16,
     running: Option<Running>,
     extra_args: Vec<String>,
+    /// A configuration file's text, written to the directory and named first on the command
+    /// line (a sentinel needs a file it can rewrite).
+    config: Option<String>,
 }
 
 /// A started server: its lifeline shell, the pipe that keeps it alive, and its own pid.
@@ -74,6 +77,20 @@ impl RedisProcess {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_on(port: u16, args: &[&str]) -> Result<Self, String> {
+        Self::start_with_config(port, None, args)
+    }
+
+    /// Starts a server on `port` (which must be free) with `config` as its configuration file
+    /// (kept, and rewritten by the server if it does that, across restarts) and extra
+    /// arguments; e.g. a sentinel: `sentinel monitor …` and `["--sentinel"]`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_config(
+        port: u16,
+        config: Option<&str>,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("dashcache-redis-")
             .tempdir()
@@ -83,7 +100,13 @@ impl RedisProcess {
             port,
             running: None,
             extra_args: args.iter().map(|s| (*s).to_owned()).collect(),
+            config: None,
         };
+        if let Some(text) = config {
+            std::fs::write(process.config_path(), text)
+                .map_err(|e| format!("cannot write the server's configuration: {e}"))?;
+            process.config = Some(text.to_owned());
+        }
         process.spawn_and_wait()?;
         Ok(process)
     }
@@ -159,6 +182,10 @@ impl RedisProcess {
         }
     }
 
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("redis.conf")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
     }
@@ -178,6 +205,7 @@ impl RedisProcess {
             .arg(LIFELINE)
             .arg("sh")
             .arg(&binary)
+            .args(self.config.as_ref().map(|_| self.config_path()))
             .args(self.base_args(self.dir.path()))
             .args(&self.extra_args)
             .stdin(Stdio::piped())

@@ -52,6 +52,15 @@ impl RedisServer {
         RedisProcess::start_on(port, args).map(|process| Self { process })
     }
 
+    /// As [`try_start_on`](Self::try_start_on), with `config` as its configuration file (a
+    /// sentinel's: `sentinel monitor …`, started with `--sentinel`).
+    ///
+    /// # Errors
+    /// As [`try_start_on`](Self::try_start_on).
+    pub fn try_start_with_config(port: u16, config: &str, args: &[&str]) -> Result<Self, String> {
+        RedisProcess::start_with_config(port, Some(config), args).map(|process| Self { process })
+    }
+
     fn from(started: Result<RedisProcess, String>) -> Self {
         match started {
             Ok(process) => Self { process },

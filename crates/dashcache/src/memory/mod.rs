@@ -98,6 +98,7 @@ impl MemoryCache {
 
     /// Stores `value` at `key` for `ttl_millis`, synchronously and without the limits: for
     /// the hybrid cache's L1, whose keys and values the L2 already checked.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn store_now(&self, key: &str, value: Bytes, ttl_millis: Option<u64>) {
         let _guard = self.inner.stripes.lock(key);
         let now = self.inner.clock.now();
@@ -106,6 +107,7 @@ impl MemoryCache {
 
     /// Removes `keys` in one step: a [`get_many_now`](Self::get_many_now) sees all of them or
     /// none gone. For the hybrid cache's L1.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn remove_many_now(&self, keys: &[&str]) {
         let _exclusive = self.inner.stripes.exclusive(keys.iter().copied());
         for key in keys {
@@ -131,6 +133,7 @@ impl MemoryCache {
     }
 
     /// Forgets every entry (moka drops them lazily; none is readable afterwards).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn clear(&self) {
         self.inner.store.invalidate_all();
     }

@@ -10,6 +10,8 @@ use super::cluster::ClusterRouter;
 use super::conn::Backend;
 use super::deadline::Deadlines;
 use super::scripts::Scripts;
+use super::sentinel::{SentinelRouter, SentinelUrl, parse_url as parse_sentinel_url};
+use super::tls::{TlsOptions, connection_infos};
 use super::{BreakerConfig, Breakers, Inner, RedisCache};
 use crate::cache::Cache;
 use crate::cache::Limits;
@@ -28,6 +30,7 @@ pub struct RedisCacheBuilder {
     limits: Limits,
     scan_count: u32,
     cluster: bool,
+    tls: TlsOptions,
 }
 
 impl fmt::Debug for RedisCacheBuilder {
@@ -41,6 +44,7 @@ impl fmt::Debug for RedisCacheBuilder {
             .field("limits", &self.limits)
             .field("scan_count", &self.scan_count)
             .field("cluster", &self.cluster)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -109,12 +113,21 @@ impl RedisCacheBuilder {
         self
     }
 
+    /// TLS settings for a `rediss://` URL: a CA bundle, a client certificate (see
+    /// [`TlsOptions`]). A `rediss://` URL without them verifies the server against the
+    /// system's roots.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Builds the cache without any I/O; the connection is made by the first operation. Use
     /// this when the service must start even while Redis is down (fail-open), and check
     /// [`Cache::ping`] to report it.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a malformed URL or when called outside a Tokio
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a malformed URL,
+    /// TLS settings that cannot be used (see [`TlsOptions`]), or when called outside a Tokio
     /// runtime (the connection's driver task needs one).
     pub fn build(self) -> Result<RedisCache> {
         if tokio::runtime::Handle::try_current().is_err() {
@@ -123,32 +136,90 @@ impl RedisCacheBuilder {
             ));
         }
         let display_url = mask_url(&self.url);
+        if let Some(sentinel) = parse_sentinel_url(&self.url) {
+            return self.build_sentinel(sentinel, display_url);
+        }
         let (seeds, cluster) = cluster_seeds(&self.url);
         let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
         let invalid = |e: redis::RedisError| {
             Error::invalid_argument(format!("invalid Redis URL {display_url}")).with_source(e)
         };
         let cluster = cluster || self.cluster;
-        // One attempt per reconnect: retries would keep callers waiting on a backoff schedule
-        // past their deadline. The breaker paces the attempts instead, and our own deadline
-        // covers every operation, connecting included.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(None);
+        let infos = connection_infos(&seeds, &self.tls)?;
+        let config = self.manager_config(connect_timeout);
         let (backend, single) = if cluster {
             // Connects on first use: a cluster that is down at start is reported by the first
             // operation (and `ping`), not by a failed start.
-            let router = ClusterRouter::new(&seeds, config, self.timeout).map_err(invalid)?;
+            let router = ClusterRouter::new(infos, config, self.timeout).map_err(invalid)?;
             (Backend::Cluster(router), None)
         } else {
-            let client = redis::Client::open(self.url.as_str()).map_err(invalid)?;
+            let info = infos.into_iter().next().ok_or_else(|| {
+                Error::invalid_argument(format!("invalid Redis URL {display_url}"))
+            })?;
+            let client = redis::Client::open(info).map_err(invalid)?;
             let info = client.get_connection_info().clone();
             let manager =
                 ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
             (Backend::Single(manager), Some(info))
         };
-        Ok(RedisCache {
+        Ok(self.finish(backend, single, cluster, display_url))
+    }
+
+    /// One attempt per reconnect: retries would keep callers waiting on a backoff schedule
+    /// past their deadline. The breaker paces the attempts instead, and our own deadline
+    /// covers every operation, connecting included.
+    fn manager_config(&self, connect_timeout: Duration) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(None)
+    }
+
+    fn build_sentinel(
+        self,
+        sentinel: std::result::Result<SentinelUrl, String>,
+        display_url: String,
+    ) -> Result<RedisCache> {
+        let sentinel = sentinel.map_err(|e| {
+            Error::invalid_argument(format!("invalid Sentinel URL {display_url}: {e}"))
+        })?;
+        let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
+        let sentinels = connection_infos(&sentinel.sentinels, &self.tls)?;
+        let template = connection_infos(&[sentinel.master_template], &self.tls)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("invalid Sentinel URL {display_url}"))
+            })?;
+        let router = SentinelRouter::new(
+            sentinels,
+            sentinel.master_name,
+            template,
+            self.manager_config(connect_timeout),
+            self.timeout,
+        )
+        .map_err(|e| {
+            Error::invalid_argument(format!("invalid Sentinel URL {display_url}")).with_source(e)
+        })?;
+        Ok(self.finish(Backend::Sentinel(router), None, false, display_url))
+    }
+
+    fn finish(
+        self,
+        backend: Backend,
+        single: Option<redis::ConnectionInfo>,
+        cluster: bool,
+        display_url: String,
+    ) -> RedisCache {
+        let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
+        if self.tls.is_insecure() {
+            tracing::warn!(
+                url = %display_url,
+                "TLS certificate checks are OFF for this Redis connection: anyone on the path \
+                 can read and change the traffic"
+            );
+        }
+        RedisCache {
             inner: Arc::new(Inner {
                 backend,
                 single,
@@ -161,15 +232,17 @@ impl RedisCacheBuilder {
                 scan_count: self.scan_count,
                 scripts: Scripts::new(),
                 display_url,
+                version_checked: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        }
     }
 
-    /// Builds the cache and checks that the server answers.
+    /// Builds the cache and checks that the server answers and is new enough (Redis 7.0 or
+    /// later, see [`RedisCache::check_version`]).
     ///
     /// # Errors
     /// As [`build`](Self::build), and the error of the first `PING` (`Unavailable`, `Timeout`,
-    /// or `Backend` for a refused authentication).
+    /// `Misconfigured` for a refused authentication or a server older than 7.0).
     pub async fn connect(self) -> Result<RedisCache> {
         let cache = self.build()?;
         cache.ping().await?;
@@ -189,6 +262,7 @@ impl RedisCache {
             limits: Limits::default(),
             scan_count: 1000,
             cluster: false,
+            tls: TlsOptions::default(),
         }
     }
 

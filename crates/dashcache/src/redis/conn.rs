@@ -9,6 +9,7 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::cluster::{ClusterRouter, Request};
+use super::sentinel::SentinelRouter;
 
 /// What a `RedisCache` talks to.
 #[derive(Clone)]
@@ -17,6 +18,8 @@ pub(crate) enum Backend {
     Single(ConnectionManager),
     /// A cluster: a connection per master, the slot map, redirections.
     Cluster(ClusterRouter),
+    /// The master of a Sentinel set, followed across failovers.
+    Sentinel(SentinelRouter),
 }
 
 /// A handle for one key's commands; cheap to make.
@@ -25,6 +28,8 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     /// Every command to the master of this slot.
     Cluster(ClusterRouter, u16),
+    /// Every command to the Sentinel set's master of the moment.
+    Sentinel(SentinelRouter),
 }
 
 impl Backend {
@@ -33,6 +38,7 @@ impl Backend {
         match self {
             Backend::Single(conn) => Conn::Single(conn.clone()),
             Backend::Cluster(router) => Conn::Cluster(router.clone(), super::breaker::slot(key)),
+            Backend::Sentinel(router) => Conn::Sentinel(router.clone()),
         }
     }
 }
@@ -45,6 +51,7 @@ impl ConnectionLike for Conn {
                 let values = router.on_slot(*slot, Request::Command(cmd)).await?;
                 Ok(values.into_iter().next().unwrap_or(Value::Nil))
             }),
+            Conn::Sentinel(router) => Box::pin(router.command(cmd)),
         }
     }
 
@@ -64,6 +71,7 @@ impl ConnectionLike for Conn {
                 };
                 router.on_slot(*slot, request).await
             }),
+            Conn::Sentinel(router) => Box::pin(router.pipeline(pipeline, offset, count)),
         }
     }
 
@@ -72,6 +80,7 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             // A cluster has database 0 only.
             Conn::Cluster(..) => 0,
+            Conn::Sentinel(router) => router.db(),
         }
     }
 }

@@ -40,8 +40,11 @@ mod conn;
 mod convert;
 mod deadline;
 mod scripts;
+mod sentinel;
 mod sweep;
+mod tls;
 mod tracking;
+mod version;
 
 use std::fmt;
 use std::future::Future;
@@ -62,8 +65,11 @@ use breaker::{Breakers, CircuitBreaker};
 pub use builder::RedisCacheBuilder;
 pub(crate) use convert::error as convert_error;
 use scripts::Scripts;
+pub(crate) use sentinel::parse_url as parse_sentinel_url;
 pub use sweep::{Sweep, SweepProgress};
+pub use tls::TlsOptions;
 pub(crate) use tracking::TrackedNode;
+pub use version::MIN_REDIS_VERSION;
 
 use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
 use crate::error::{Error, ErrorKind, Result};
@@ -100,6 +106,8 @@ struct Inner {
     scripts: Scripts,
     /// The URL with any password masked, for Debug and error messages.
     display_url: String,
+    /// The server's version passed [`RedisCache::check_version`].
+    version_checked: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RedisCache {
@@ -150,7 +158,7 @@ impl RedisCache {
     fn router(&self) -> Result<&ClusterRouter> {
         match &self.inner.backend {
             Backend::Cluster(router) => Ok(router),
-            Backend::Single(_) => Err(Error::new(
+            Backend::Single(_) | Backend::Sentinel(_) => Err(Error::new(
                 ErrorKind::Backend,
                 "a cluster operation on a single-server cache",
             )),
@@ -581,6 +589,11 @@ impl Cache for RedisCache {
     /// On a cluster, every master answers (in parallel): the cache is only up when each is.
     async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
+        if !self.version_checked() {
+            // The first answer also says whether the server is new enough.
+            self.check_version().await?;
+            return Ok(start.elapsed());
+        }
         let nodes = self.nodes().await?;
         let ping = redis::cmd("PING");
         let pings = nodes.iter().map(|node| self.on_node(node.as_ref(), &ping));

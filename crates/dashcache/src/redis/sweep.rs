@@ -140,7 +140,7 @@ impl RedisCache {
     /// server (`None`).
     pub(crate) async fn nodes(&self) -> Result<Vec<Option<Node>>> {
         match &self.inner.backend {
-            Backend::Single(_) => Ok(vec![None]),
+            Backend::Single(_) | Backend::Sentinel(_) => Ok(vec![None]),
             Backend::Cluster(router) => {
                 let masters = self.run(None, router.masters()).await?;
                 Ok(masters.into_iter().map(Some).collect())

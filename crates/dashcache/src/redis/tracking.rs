@@ -39,6 +39,13 @@ impl RedisCache {
                     })
                     .collect())
             }
+            (Backend::Sentinel(router), _) => {
+                let master = self.run(None, router.master()).await?;
+                Ok(vec![TrackedNode {
+                    label: label_of(&master),
+                    info: router.info_for(&master),
+                }])
+            }
             (Backend::Single(_), None) => Err(Error::new(
                 ErrorKind::Backend,
                 "a single-server cache without its connection settings",
@@ -51,6 +58,7 @@ impl RedisCache {
     pub(crate) fn node_label_of(&self, key: &[u8]) -> Option<String> {
         match &self.inner.backend {
             Backend::Single(_) => Some(self.single_label()),
+            Backend::Sentinel(router) => router.current().as_ref().map(label_of),
             Backend::Cluster(router) => router
                 .map()
                 .master_of(super::breaker::slot(key))
@@ -66,11 +74,14 @@ impl RedisCache {
             .unwrap_or_default()
     }
 
-    /// Asks the cluster router to read the slot map again soon (nothing on one server): a
-    /// tracked node stopped being a master, or stopped answering.
+    /// Asks the cluster router to read the slot map again soon, or the sentinels for the
+    /// master (nothing on one server): a tracked node stopped being a master, or stopped
+    /// answering.
     pub(crate) fn refresh_topology(&self) {
-        if let Backend::Cluster(router) = &self.inner.backend {
-            router.refresh_soon();
+        match &self.inner.backend {
+            Backend::Cluster(router) => router.refresh_soon(),
+            Backend::Sentinel(router) => router.lookup_soon(),
+            Backend::Single(_) => {}
         }
     }
 

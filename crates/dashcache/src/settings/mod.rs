@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::key::Keys;
@@ -33,6 +33,10 @@ const TEXT: &[&str] = &[
     "CACHE_KEY_SECRET",
     "CACHE_SEAL_KEYS",
     "CACHE_COMPRESSION",
+    "CACHE_TLS_CA_FILE",
+    "CACHE_TLS_CERT_FILE",
+    "CACHE_TLS_KEY_FILE",
+    "CACHE_TLS_INSECURE",
 ];
 
 /// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
@@ -122,6 +126,15 @@ pub struct CacheSettings {
     pub compress_min_bytes: usize,
     /// `CACHE_COMPRESS_LEVEL`: the zstd level, 1–19 (default 3).
     pub compress_level: i32,
+    /// `CACHE_TLS_CA_FILE`: a PEM bundle of the CAs to trust for `rediss://` instead of the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `CACHE_TLS_CERT_FILE` and `CACHE_TLS_KEY_FILE`: the client certificate and key (PEM)
+    /// for mutual TLS; both or neither.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
+    /// `CACHE_TLS_INSECURE`: `true` turns certificate checks off (default `false`); a test
+    /// bench's setting, warned about at every start.
+    pub tls_insecure: bool,
 }
 
 /// One bad variable.
@@ -293,6 +306,36 @@ impl CacheSettings {
                 false
             }
         };
+        let tls_ca_file = text("CACHE_TLS_CA_FILE").map(PathBuf::from);
+        let tls_client_cert = match (text("CACHE_TLS_CERT_FILE"), text("CACHE_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            (cert, _) => {
+                problems.push(Problem {
+                    variable: if cert.is_some() {
+                        "CACHE_TLS_KEY_FILE"
+                    } else {
+                        "CACHE_TLS_CERT_FILE"
+                    }
+                    .into(),
+                    value: "(unset)".into(),
+                    allowed: "set with its pair: a client certificate needs its key".into(),
+                });
+                None
+            }
+        };
+        let tls_insecure = match text("CACHE_TLS_INSECURE").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                problems.push(Problem {
+                    variable: "CACHE_TLS_INSECURE".into(),
+                    value: other.to_owned(),
+                    allowed: "`false` or `true` (checks off: a test bench only)".into(),
+                });
+                false
+            }
+        };
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -334,6 +377,9 @@ impl CacheSettings {
             compression,
             compress_min_bytes: usize::try_from(n("CACHE_COMPRESS_MIN_BYTES")).unwrap_or(1024),
             compress_level: i32::try_from(n("CACHE_COMPRESS_LEVEL")).unwrap_or(3),
+            tls_ca_file,
+            tls_client_cert,
+            tls_insecure,
         })
     }
 
@@ -366,7 +412,24 @@ impl CacheSettings {
                         .with_failure_threshold(self.breaker_failures)
                         .with_open_for(self.breaker_open_for),
                 )
+                .tls(self.tls_options())
         })
+    }
+
+    /// The TLS settings of `rediss://` connections (`CACHE_TLS_*`).
+    #[cfg(feature = "redis")]
+    pub fn tls_options(&self) -> crate::redis::TlsOptions {
+        let mut tls = crate::redis::TlsOptions::new();
+        if let Some(ca) = &self.tls_ca_file {
+            tls = tls.ca_file(ca);
+        }
+        if let Some((cert, key)) = &self.tls_client_cert {
+            tls = tls.client_cert(cert, key);
+        }
+        if self.tls_insecure {
+            tls = tls.danger_accept_invalid_certs();
+        }
+        tls
     }
 
     /// The hybrid cache these settings describe in front of `l2` — L1's bounds, Δ and its
@@ -428,15 +491,9 @@ impl fmt::Display for CacheSettings {
             .map_or_else(|| "(unset: embedded cache)".to_owned(), mask_url);
         writeln!(f, "REDIS_URL={url}")?;
         writeln!(f, "CACHE_KEY_PREFIX={}", self.key_prefix)?;
-        writeln!(
-            f,
-            "CACHE_KEY_SECRET={}",
-            if self.key_secret.is_some() {
-                "***"
-            } else {
-                "(unset)"
-            }
-        )?;
+        let secret = |set: bool| if set { "***" } else { "(unset)" };
+        writeln!(f, "CACHE_KEY_SECRET={}", secret(self.key_secret.is_some()))?;
+        writeln!(f, "CACHE_SEAL_KEYS={}", secret(self.seal_keys.is_some()))?;
         let t = &self.ttl;
         let secs = [
             ("CACHE_TTL_SESSION", t.session),
@@ -486,7 +543,18 @@ impl fmt::Display for CacheSettings {
             if self.compression { "zstd" } else { "off" }
         )?;
         writeln!(f, "CACHE_COMPRESS_MIN_BYTES={}", self.compress_min_bytes)?;
-        write!(f, "CACHE_COMPRESS_LEVEL={}", self.compress_level)
+        writeln!(f, "CACHE_COMPRESS_LEVEL={}", self.compress_level)?;
+        let path = |p: Option<&PathBuf>| {
+            p.map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string())
+        };
+        writeln!(f, "CACHE_TLS_CA_FILE={}", path(self.tls_ca_file.as_ref()))?;
+        let (cert, key) = match &self.tls_client_cert {
+            Some((cert, key)) => (Some(cert), Some(key)),
+            None => (None, None),
+        };
+        writeln!(f, "CACHE_TLS_CERT_FILE={}", path(cert))?;
+        writeln!(f, "CACHE_TLS_KEY_FILE={}", path(key))?;
+        write!(f, "CACHE_TLS_INSECURE={}", self.tls_insecure)
     }
 }
 
@@ -581,5 +649,40 @@ mod tests {
         assert_eq!(s.breaker_failures, 5);
         assert_eq!(s.redis_url, None);
         assert_eq!(s.key_prefix, "dashcache");
+    }
+
+    #[test]
+    fn the_display_names_every_variable_and_masks_secrets() {
+        let s = CacheSettings::from_sources(
+            env(&[
+                ("REDIS_URL", "rediss://:hunter2hunter2@h:6380"),
+                ("CACHE_KEY_SECRET", "0123456789abcdef-secret"),
+                ("CACHE_TLS_CERT_FILE", "/c.pem"),
+                ("CACHE_TLS_KEY_FILE", "/k.pem"),
+            ]),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = s.to_string();
+        for var in CacheSettings::variables().filter(|v| *v != CONFIG_FILE_VAR) {
+            assert!(
+                shown.contains(&format!("{var}=")),
+                "{var} missing from:\n{shown}"
+            );
+        }
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("CACHE_TLS_KEY_FILE=/k.pem"), "{shown}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let e = CacheSettings::from_sources(env(&[("CACHE_TLS_CERT_FILE", "/c.pem")]), None);
+        let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("CACHE_TLS_KEY_FILE"), "{e}");
+        let e = CacheSettings::from_sources(env(&[("CACHE_TLS_INSECURE", "yes")]), None);
+        assert!(e.is_err());
     }
 }

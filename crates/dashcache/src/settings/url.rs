@@ -2,9 +2,17 @@
 
 pub(crate) fn check_url(url: &str) -> Result<(), String> {
     const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
-    let allowed = "a URL such as redis://[user:password@]host:port[/db], or a cluster's: \
-                   redis+cluster://host:port or comma-separated seed URLs"
+    let allowed = "a URL such as redis://[user:password@]host:port[/db] (rediss:// for TLS), a \
+                   cluster's: redis+cluster://host:port or comma-separated seed URLs, or a \
+                   Sentinel set's: redis+sentinel://host:port[,host:port…]/<master-name>[/db]"
         .to_owned();
+    if is_sentinel(url) {
+        #[cfg(feature = "redis")]
+        if let Some(Err(e)) = crate::redis::parse_sentinel_url(url) {
+            return Err(format!("{allowed} ({e})"));
+        }
+        return Ok(());
+    }
     let (seeds, cluster) = cluster_seeds(url);
     if seeds.is_empty() {
         return Err(allowed);
@@ -40,8 +48,14 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
 ///     (vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()], true)
 /// );
 /// assert_eq!(cluster_seeds("redis+cluster://a:1"), (vec!["redis://a:1".to_owned()], true));
+/// // A Sentinel URL is one URL, whatever its commas.
+/// assert_eq!(cluster_seeds("redis+sentinel://a:1,b:2/m").1, false);
 /// ```
 pub fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
+    if is_sentinel(url) {
+        // Its commas separate sentinels, not cluster nodes.
+        return (vec![url.trim().to_owned()], false);
+    }
     let seeds: Vec<String> = url
         .split(',')
         .map(str::trim)
@@ -56,6 +70,12 @@ pub fn cluster_seeds(url: &str) -> (Vec<String>, bool) {
         .collect();
     let cluster = seeds.len() > 1 || url.contains("+cluster://");
     (seeds, cluster)
+}
+
+/// Whether `url` names a Sentinel set (`redis+sentinel://`, `rediss+sentinel://`).
+pub(crate) fn is_sentinel(url: &str) -> bool {
+    let url = url.trim_start();
+    url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://")
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`; each URL of a comma-separated list.

@@ -33,8 +33,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
-    RedisResult, ServerErrorKind, Value,
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult,
+    ServerErrorKind, Value,
 };
 use tokio::time::Instant;
 
@@ -84,16 +84,12 @@ pub(crate) enum Request<'a> {
 }
 
 impl ClusterRouter {
-    /// A router for the cluster that `seeds` (URLs) belong to; no I/O.
+    /// A router for the cluster that the seeds `infos` belong to; no I/O.
     pub(crate) fn new(
-        seeds: &[String],
+        infos: Vec<ConnectionInfo>,
         config: ConnectionManagerConfig,
         timeout: Duration,
     ) -> RedisResult<Self> {
-        let infos: Vec<ConnectionInfo> = seeds
-            .iter()
-            .map(|seed| seed.as_str().into_connection_info())
-            .collect::<RedisResult<_>>()?;
         let nodes = infos
             .iter()
             .map(|info| node_of_addr(info.addr()))
@@ -368,7 +364,8 @@ impl ClusterRouter {
                             RedisError::from((ErrorKind::Io, "CLUSTER SHARDS timed out"))
                         })??
                         .extract_error()?;
-                let map = SlotMap::from_shards(&reply);
+                let tls = matches!(self.shared.template.addr(), ConnectionAddr::TcpTls { .. });
+                let map = SlotMap::from_shards(&reply, tls);
                 if map.is_empty() {
                     return Err(no_master("a node knows no master"));
                 }

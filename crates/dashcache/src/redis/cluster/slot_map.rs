@@ -65,14 +65,15 @@ impl SlotMap {
     }
 
     /// The map in a `CLUSTER SHARDS` reply: each shard's master that is `online`, with the
-    /// shard's slot ranges.
-    pub(crate) fn from_shards(shards: &Value) -> Self {
+    /// shard's slot ranges. `tls`: the client speaks TLS, so a node's `tls-port` is the one to
+    /// reach it on (a node may listen on both).
+    pub(crate) fn from_shards(shards: &Value, tls: bool) -> Self {
         let mut map = SlotMap::default();
         let Value::Array(shards) = shards else {
             return map;
         };
         for shard in shards {
-            let Some(master) = master_of(shard) else {
+            let Some(master) = master_of(shard, tls) else {
                 continue;
             };
             let index = map.nodes.len();
@@ -97,8 +98,9 @@ impl SlotMap {
     }
 }
 
-/// The `host:port` of a shard's master, when it is online.
-fn master_of(shard: &Value) -> Option<Node> {
+/// The `host:port` of a shard's master, when it is online: its `tls-port` for a TLS client,
+/// its `port` otherwise (each falling back on the other, which is all a node may list).
+fn master_of(shard: &Value, tls: bool) -> Option<Node> {
     let Some(Value::Array(nodes)) = field(shard, "nodes") else {
         return None;
     };
@@ -109,9 +111,17 @@ fn master_of(shard: &Value) -> Option<Node> {
             return None;
         }
         let host = text("ip").or_else(|| text("endpoint"))?;
-        let port = field(node, "port")
-            .and_then(as_int)
-            .and_then(|p| u16::try_from(p).ok())?;
+        let port_of = |name: &str| {
+            field(node, name)
+                .and_then(as_int)
+                .and_then(|p| u16::try_from(p).ok())
+        };
+        let (first, second) = if tls {
+            ("tls-port", "port")
+        } else {
+            ("port", "tls-port")
+        };
+        let port = port_of(first).or_else(|| port_of(second))?;
         Some((host, port))
     })
 }
@@ -197,7 +207,7 @@ mod tests {
             // takes over.
             shard(&[11001, 16383], vec![node(7003, "master", "fail")]),
         ]);
-        let map = SlotMap::from_shards(&reply);
+        let map = SlotMap::from_shards(&reply, false);
         assert_eq!(map.nodes, vec![local(7000), local(7002)]);
         assert_eq!(map.node_of(0), Some(0));
         assert_eq!(map.node_of(5460), Some(0));
@@ -207,7 +217,24 @@ mod tests {
         assert_eq!(map.node_of(11001), None);
         assert_eq!(map.master_of(16383), None);
         assert!(!map.is_empty());
-        assert!(SlotMap::from_shards(&Value::Nil).is_empty());
+        assert!(SlotMap::from_shards(&Value::Nil, false).is_empty());
+    }
+
+    #[test]
+    fn a_tls_client_reaches_masters_on_their_tls_port() {
+        let mut master = node(7000, "master", "online");
+        if let Value::Array(fields) = &mut master {
+            fields.extend([text("tls-port"), Value::Int(8000)]);
+        }
+        let reply = Value::Array(vec![shard(&[0, 16383], vec![master])]);
+        assert_eq!(SlotMap::from_shards(&reply, true).nodes, vec![local(8000)]);
+        assert_eq!(SlotMap::from_shards(&reply, false).nodes, vec![local(7000)]);
+        // A node that lists one port only is reached on it either way.
+        let plain = Value::Array(vec![shard(
+            &[0, 16383],
+            vec![node(7000, "master", "online")],
+        )]);
+        assert_eq!(SlotMap::from_shards(&plain, true).nodes, vec![local(7000)]);
     }
 
     #[test]
@@ -216,7 +243,7 @@ mod tests {
             shard(&[0, 8191], vec![node(7000, "master", "online")]),
             shard(&[8192, 16383], vec![node(7001, "master", "online")]),
         ]);
-        let map = SlotMap::from_shards(&reply);
+        let map = SlotMap::from_shards(&reply, false);
         let moved = map.with_slot(100, &local(7005));
         assert_eq!(moved.master_of(100), Some(&local(7005)));
         assert_eq!(moved.master_of(99), Some(&local(7000)));

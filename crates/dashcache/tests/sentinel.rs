@@ -1,0 +1,142 @@
+//! Redis Sentinel: the conformance suite through `redis+sentinel://`, and a master killed under
+//! load — the same client fails fast while no master is known, then finds the promoted replica
+//! by itself. The time until writes succeed again is printed (the README reports it).
+
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)] // a panic is how a test fails
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dashcache::{Cache, RedisCache, Ttl};
+use dashcache_testkit::RedisSentinels;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_passes_through_sentinel() {
+    let set = tokio::task::block_in_place(RedisSentinels::start);
+    let cache = RedisCache::builder(set.url()).connect().await.unwrap();
+    dashcache_testkit::conformance::run(Arc::new(cache)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_and_the_same_client_follows() {
+    let mut set = tokio::task::block_in_place(RedisSentinels::start);
+    let deadline = Duration::from_millis(250);
+    let cache = RedisCache::builder(set.url())
+        .timeout(deadline)
+        .connect()
+        .await
+        .unwrap();
+    cache
+        .set("before", "kept".into(), Ttl::secs(600))
+        .await
+        .unwrap();
+    // The replica must have the key before the master dies, or the test proves nothing of it.
+    let replica = set.nodes()[1 - set.master().unwrap()].client();
+    let mut raw = replica.get_multiplexed_async_connection().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let v: Option<String> = redis::cmd("GET")
+            .arg("before")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        if v.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the replica never got the key"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let cache = cache.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let ok = cache
+                    .set(&format!("w:{i}"), "v".into(), Ttl::secs(600))
+                    .await
+                    .is_ok();
+                log.push((sent, sent.elapsed(), ok));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            log
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = Instant::now();
+    let old = tokio::task::block_in_place(|| set.kill_master());
+    let new = tokio::task::block_in_place(|| set.wait_for_new_master(old, Duration::from_secs(30)));
+    let promoted_after = killed_at.elapsed();
+    // Let the client find it, then keep writing a while on the new master.
+    let limit = Instant::now() + Duration::from_secs(20);
+    loop {
+        if cache.set("probe", "v".into(), Ttl::secs(60)).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "the client never found the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The old master comes back as a replica; the client stays with the new master.
+    tokio::task::block_in_place(|| set.restart_node(old));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let log = writer.await.unwrap();
+
+    let failed = log.iter().filter(|(_, _, ok)| !ok).count();
+    let last_failure = log
+        .iter()
+        .rposition(|(_, _, ok)| !ok)
+        .expect("no write failed: the kill went unnoticed");
+    // Writes succeed again from the first success after the last failure, and every write
+    // since (the old master's return as a replica included) succeeded.
+    let (sent, took, _) = log
+        .get(last_failure + 1)
+        .copied()
+        .expect("no write succeeded after the last failure");
+    let recovered = (sent + took).duration_since(killed_at);
+    let writing_since = log
+        .last()
+        .map(|(sent, _, _)| sent.duration_since(killed_at))
+        .unwrap_or_default();
+    let slowest = log
+        .iter()
+        .map(|(_, took, _)| *took)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "sentinel failover: node {old} killed; node {new} promoted after {promoted_after:?}; \
+         writes succeed again {recovered:?} after the kill; {failed} of {} writes failed; \
+         slowest write {slowest:?}",
+        log.len()
+    );
+    // Failing fast: no write waits past its deadline (plus scheduling slack on 2 cores).
+    assert!(
+        slowest < deadline + Duration::from_millis(250),
+        "{slowest:?}"
+    );
+    assert!(
+        recovered < promoted_after + Duration::from_secs(5),
+        "the client took {recovered:?} to follow a promotion at {promoted_after:?}"
+    );
+    assert!(
+        writing_since > recovered + Duration::from_secs(1),
+        "too short a run after recovery to show it holds"
+    );
+    assert_eq!(
+        cache.get("before").await.unwrap().as_deref(),
+        Some(&b"kept"[..]),
+        "a key written before the failover"
+    );
+}
