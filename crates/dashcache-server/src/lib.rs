@@ -23,6 +23,7 @@ use axum::routing::{delete, get, post};
 use dashcache::ratelimit::{OnError, RateLimitLayer, RateLimiter, Rule, Scope, TrustedProxies};
 
 pub use error::AppError;
+pub use routes::access::{MAX_HEADER_BYTES, MAX_HEADERS, REQUEST_ID};
 pub use state::AppState;
 
 /// The largest request body accepted (bigger ones get 413).
@@ -177,6 +178,7 @@ pub fn app(state: AppState) -> Router {
             get(routes::ledger::transactions).post(routes::ledger::add_transaction),
         )
         .fallback(routes::ops::not_found)
+        .method_not_allowed_fallback(routes::access::method_not_allowed)
         // Outermost last: the body limit, then authentication, then the rate limits (which see
         // the authenticated user), then the handler.
         .layer(state.rate_limits().clone())
@@ -185,5 +187,9 @@ pub fn app(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::access::access,
+        ))
         .with_state(state)
 }

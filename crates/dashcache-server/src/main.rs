@@ -24,9 +24,32 @@ use tracing_subscriber::EnvFilter;
 /// The cache layer for Rust web services: the reference service and its tools.
 #[derive(Debug, Parser)]
 #[command(name = "dashcache", version, about, long_about = None)]
+#[command(after_help = "Logs go to standard error; RUST_LOG filters them \
+(e.g. RUST_LOG=info,dashcache::access=off).")]
 struct Cli {
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DASHCACHE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,10 +126,15 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Redis (`redis://host:port`), or a cluster (`redis+cluster://host:port` or comma-separated
-    /// seed URLs); the embedded cache when absent.
+    /// Redis (`redis://host:port`, `rediss://` for TLS), a cluster (`redis+cluster://host:port`
+    /// or comma-separated seed URLs) or a Sentinel set
+    /// (`redis+sentinel://host:port,…/<master-name>`); the embedded cache when absent.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// DANGER: do not verify the Redis server's TLS certificate (a test bench only; warned
+    /// about at start). `CACHE_TLS_INSECURE=true` does the same.
+    #[arg(long)]
+    tls_insecure: bool,
     /// The database: a SQLite file (created on first run) or `postgres://…`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
@@ -151,6 +179,9 @@ struct ServeArgs {
     /// The in-process upstream's share of calls answered 500 (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     upstream_error_rate: f64,
+    /// One `info` log line per request: method, route pattern, status, latency, request id.
+    #[arg(long, value_enum, env = "DASHCACHE_ACCESS_LOG", default_value = "on")]
+    access_log: Switch,
 }
 
 #[derive(Debug, clap::Args)]
@@ -280,13 +311,18 @@ struct DrillArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(default_filter(&cli.command))),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(&cli.command)));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colour codes are for a person at a terminal, not for a file or a log collector.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -446,6 +482,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     if args.redis_url.is_some() {
         settings.redis_url = args.redis_url;
     }
+    settings.tls_insecure |= args.tls_insecure;
     // Kept alive for as long as the service runs.
     let (_in_process, upstream_url) = match args.upstream_url {
         Some(url) => (None, url),
@@ -485,6 +522,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
             session_lookups: None,
             upstream: Some(upstream::client_for(&upstream_url)),
+            access_log: args.access_log == Switch::On,
         },
     };
     let state = build_state(&options, settings).await?;

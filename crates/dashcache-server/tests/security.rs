@@ -416,3 +416,70 @@ fn web_options_mask_the_operations_token() {
     let shown = format!("{web:?}");
     assert!(!shown.contains("super-secret"), "{shown}");
 }
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One access-log line per request, naming the route's pattern: the path (an id), the token
+/// and the password never reach the log.
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_names_the_route_never_the_path_or_a_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = sqlite_app(None).await;
+    let token = app.login("u2").await;
+    let reply = app.get("/api/v1/users/u2", Some(&token)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("dashcache::access") && l.contains("route=/api/v1/users/{id}"))
+        .unwrap_or_else(|| panic!("no access line for the user route in:\n{logs}"));
+    for field in ["method=GET", "status=200", "latency_ms=", "request_id="] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(
+        logs.contains("route=/api/v1/sessions") && logs.contains("status=201"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("/api/v1/users/u2"),
+        "a path in the log:\n{logs}"
+    );
+    assert!(!logs.contains(&token), "a token in the log");
+    assert!(!logs.contains("bob-password"), "a password in the log");
+
+    // Switched off, nothing is logged per request.
+    let quiet = common::app_with(
+        &{
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = common::options(&common::sqlite_url(&dir));
+            options.web.access_log = false;
+            std::mem::forget(dir);
+            options
+        },
+        common::settings(None),
+    )
+    .await;
+    captured.0.lock().unwrap().clear();
+    quiet.get("/health", None).await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains("dashcache::access"), "{logs}");
+}

@@ -41,6 +41,15 @@ async fn health_metrics_and_stats(app: &TestApp) {
     let metrics = app.get("/metrics", None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = metrics.body.as_str().unwrap();
+    dashcache_testkit::prometheus::check_text_format(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"));
+    assert_eq!(
+        text.matches("# TYPE dashcache_cache_operation_duration_seconds histogram")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("# HELP dashcache_cache_operation_duration_seconds "));
     for needle in [
         "dashcache_cache_hits_total{namespace=\"user\"} 1",
         "dashcache_cache_misses_total{namespace=\"user\"}",
@@ -582,6 +591,60 @@ async fn bad_input_gets_problem_bodies(app: &TestApp) {
     assert_problem(&bad_query, StatusCode::BAD_REQUEST);
     let forged_token = app.get("/api/v1/accounts", Some("not-a-session-id")).await;
     assert_problem(&forged_token, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        forged_token.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+        "Bearer"
+    );
+    // A method the route does not take, and oversized headers: problems too.
+    let wrong_method = app.send(Method::PUT, "/api/v1/accounts", None, None).await;
+    assert_problem(&wrong_method, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.headers.contains_key(header::ALLOW));
+    let huge = "x".repeat(dashcache_server::MAX_HEADER_BYTES + 1);
+    let request = Request::builder()
+        .uri("/api/v1/accounts")
+        .header("x-padding", huge)
+        .body(Body::empty())
+        .unwrap();
+    assert_problem(
+        &app.raw(request).await,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    );
+    let wrong_password = app
+        .send(
+            Method::POST,
+            "/api/v1/sessions",
+            None,
+            Some(json!({ "user_id": "u2", "password": "wrong" })),
+        )
+        .await;
+    assert_problem(&wrong_password, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password.body["detail"], "invalid credentials");
+}
+
+/// Every answer carries a request id: a proxy's sane one is kept, anything else replaced.
+async fn every_answer_carries_a_request_id(app: &TestApp) {
+    let id_of = |reply: &common::Reply| {
+        reply
+            .headers
+            .get(dashcache_server::REQUEST_ID)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let fresh = id_of(&app.get("/health", None).await);
+    assert_eq!(fresh.len(), 16, "{fresh}");
+    assert_ne!(fresh, id_of(&app.get("/health", None).await));
+    let kept = Request::builder()
+        .uri("/no/such/route")
+        .header(dashcache_server::REQUEST_ID, "edge-7f3a.1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(id_of(&app.raw(kept).await), "edge-7f3a.1");
+    let forged = Request::builder()
+        .uri("/health")
+        .header(dashcache_server::REQUEST_ID, "a b\" status=500")
+        .body(Body::empty())
+        .unwrap();
+    assert_ne!(id_of(&app.raw(forged).await), "a b\" status=500");
 }
 
 dashcache_testkit::on_every_backend!(|backend| &super::sqlite_app(backend.url()).await;
@@ -593,6 +656,7 @@ dashcache_testkit::on_every_backend!(|backend| &super::sqlite_app(backend.url())
     a_bumped_security_version_revokes_sessions,
     logins_are_rate_limited_per_address,
     bad_input_gets_problem_bodies,
+    every_answer_carries_a_request_id,
 );
 
 /// A request and the status it must get.

@@ -13,6 +13,7 @@
 
 pub mod load;
 pub mod process;
+pub mod prometheus;
 
 // The harnesses are test support: a failed assertion or a server that will not start is
 // reported by panicking, which is how a test fails.

@@ -334,11 +334,10 @@ impl CacheMetrics {
     }
 
     /// Writes the current totals to the installed `metrics` recorder:
-    /// `dashcache_cache_{hits,misses,stale,bypassed,errors}_total{namespace}`, the latency
-    /// histogram `dashcache_cache_operation_duration_seconds{_bucket,_sum,_count}`, and for a
-    /// hybrid cache `dashcache_cache_{l1_hits,l2_hits,invalidations,l1_bypassed}_total`,
-    /// for cache-aside `dashcache_cache_fills_{committed,rejected}_total`, and the
-    /// histogram of the age of values served from L1, `dashcache_cache_l1_age_seconds`.
+    /// `dashcache_cache_{hits,misses,stale,bypassed,errors}_total{namespace}`, for a hybrid
+    /// cache `dashcache_cache_{l1_hits,l2_hits,invalidations,l1_bypassed}_total`, and for
+    /// cache-aside `dashcache_cache_{fills_committed,fills_rejected,leases_won,…}_total`. The
+    /// histograms come from [`render_histograms`](Self::render_histograms).
     pub fn publish(&self) {
         for (name, slot) in self.inner.names.iter().zip(self.inner.slots.iter()) {
             let stats = slot.stats();
@@ -371,56 +370,63 @@ impl CacheMetrics {
                     "dashcache_cache_refreshed_ahead_total",
                     stats.refreshed_ahead,
                 ),
-                ("dashcache_cache_l1_age_seconds_count", stats.l1_age_samples),
-                (
-                    "dashcache_cache_operation_duration_seconds_count",
-                    stats.operations,
-                ),
             ] {
                 metrics::counter!(metric, "namespace" => ns.clone()).absolute(value);
             }
-            metrics::gauge!("dashcache_cache_operation_duration_seconds_sum", "namespace" => ns.clone())
-                .set(stats.latency_total.as_secs_f64());
-            let mut cumulative = 0;
-            for (bound, count) in BUCKETS_MICROS.iter().zip(slot.buckets.iter()) {
-                cumulative += count.load(Ordering::Relaxed);
-                let le = format!("{}", *bound as f64 / 1e6);
-                metrics::counter!(
-                    "dashcache_cache_operation_duration_seconds_bucket",
-                    "namespace" => ns.clone(),
-                    "le" => le
-                )
-                .absolute(cumulative);
-            }
-            metrics::counter!(
-                "dashcache_cache_operation_duration_seconds_bucket",
-                "namespace" => ns.clone(),
-                "le" => "+Inf"
-            )
-            .absolute(stats.operations);
-            if stats.l1_age_samples == 0 {
-                continue;
-            }
-            metrics::gauge!("dashcache_cache_l1_age_seconds_sum", "namespace" => ns.clone())
-                .set(stats.l1_age_total.as_secs_f64());
-            let mut cumulative = 0;
-            for (bound, count) in AGE_BUCKETS_MILLIS.iter().zip(slot.l1_age_buckets.iter()) {
-                cumulative += count.load(Ordering::Relaxed);
-                let le = format!("{}", *bound as f64 / 1e3);
-                metrics::counter!(
-                    "dashcache_cache_l1_age_seconds_bucket",
-                    "namespace" => ns.clone(),
-                    "le" => le
-                )
-                .absolute(cumulative);
-            }
-            metrics::counter!(
-                "dashcache_cache_l1_age_seconds_bucket",
-                "namespace" => ns,
-                "le" => "+Inf"
-            )
-            .absolute(stats.l1_age_samples);
         }
+    }
+
+    /// The two histograms in the Prometheus text format, each one family with `# HELP`,
+    /// `# TYPE … histogram`, its buckets in order, `_sum` and `_count` per namespace: the
+    /// operation latency `dashcache_cache_operation_duration_seconds`, and (once a hybrid
+    /// cache served from L1) `dashcache_cache_l1_age_seconds`. Append it to an exporter's
+    /// output: the `metrics` facade cannot carry histograms aggregated here.
+    pub fn render_histograms(&self) -> String {
+        let mut out = String::new();
+        let latency: Vec<(String, Vec<u64>, f64)> = self.families(|slot| {
+            let counts = load_all(&slot.buckets);
+            let sum = Duration::from_nanos(slot.latency_nanos.load(Ordering::Relaxed));
+            (counts, sum.as_secs_f64())
+        });
+        let bounds: Vec<f64> = BUCKETS_MICROS.iter().map(|b| *b as f64 / 1e6).collect();
+        write_histogram(
+            &mut out,
+            "dashcache_cache_operation_duration_seconds",
+            "How long cache operations took, by key namespace.",
+            &bounds,
+            &latency,
+        );
+        let ages = self.families(|slot| {
+            let counts = load_all(&slot.l1_age_buckets);
+            let sum = Duration::from_millis(slot.l1_age_millis.load(Ordering::Relaxed));
+            (counts, sum.as_secs_f64())
+        });
+        if ages
+            .iter()
+            .any(|(_, counts, _)| counts.iter().any(|c| *c > 0))
+        {
+            let bounds: Vec<f64> = AGE_BUCKETS_MILLIS.iter().map(|b| *b as f64 / 1e3).collect();
+            write_histogram(
+                &mut out,
+                "dashcache_cache_l1_age_seconds",
+                "Age of the values a hybrid cache served from L1 (time since read from L2).",
+                &bounds,
+                &ages,
+            );
+        }
+        out
+    }
+
+    fn families(&self, read: impl Fn(&Slot) -> (Vec<u64>, f64)) -> Vec<(String, Vec<u64>, f64)> {
+        self.inner
+            .names
+            .iter()
+            .zip(self.inner.slots.iter())
+            .map(|(name, slot)| {
+                let (counts, sum) = read(slot);
+                (name.clone(), counts, sum)
+            })
+            .collect()
     }
 
     /// Publishes every `interval` from a background task, for exporters that scrape on their
@@ -527,6 +533,50 @@ impl Drop for PublishGuard {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+fn load_all(counters: &[AtomicU64]) -> Vec<u64> {
+    counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
+
+/// One histogram family: `counts[i]` observations fell in bucket `i` (the last one past every
+/// bound). Cumulative counts come from one reading, so `+Inf` and `_count` always agree.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    series: &[(String, Vec<u64>, f64)],
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (namespace, counts, sum) in series {
+        let ns = escape_label(namespace);
+        let mut cumulative = 0u64;
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{namespace=\"{ns}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += counts.iter().skip(bounds.len()).sum::<u64>();
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{namespace=\"{ns}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(out, "{name}_sum{{namespace=\"{ns}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{namespace=\"{ns}\"}} {cumulative}");
+    }
+}
+
+/// A label value as the text format wants it: `\\`, `\"` and `\n` escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -151,7 +151,15 @@ async fn the_export_renders_in_prometheus() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || metrics.publish());
-    let text = handle.render();
+    let text = handle.render() + &metrics.render_histograms();
+    dashcache_testkit::prometheus::check_text_format(&text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        text.matches("# TYPE dashcache_cache_operation_duration_seconds histogram")
+            .count(),
+        1,
+        "{text}"
+    );
     for line in [
         "dashcache_cache_hits_total{namespace=\"user\"} 1",
         "dashcache_cache_misses_total{namespace=\"user\"} 1",

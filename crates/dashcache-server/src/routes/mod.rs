@@ -1,5 +1,6 @@
 //! The handlers, one module per resource.
 
+pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod ledger;

@@ -146,6 +146,9 @@ pub struct WebOptions {
     /// The upstream provider API (balances, holdings, code exchange); without one those
     /// routes answer 503 and connecting stores no credential.
     pub upstream: Option<crate::upstream::ProviderClient>,
+    /// One `info` line per request (method, route pattern, status, latency, request id) under
+    /// the `dashcache::access` target.
+    pub access_log: bool,
 }
 
 impl Default for WebOptions {
@@ -156,6 +159,7 @@ impl Default for WebOptions {
             trusted_proxies: TrustedProxies::none(),
             session_lookups: None,
             upstream: None,
+            access_log: true,
         }
     }
 }
@@ -171,6 +175,7 @@ impl std::fmt::Debug for WebOptions {
                 &self.session_lookups.as_ref().map(|(_, r)| r.name()),
             )
             .field("upstream", &self.upstream)
+            .field("access_log", &self.access_log)
             .finish()
     }
 }
@@ -410,7 +415,9 @@ impl AppState {
                 metrics::counter!("dashcache_l1_fills_refused_total").absolute(l1.fills_refused);
             }
         });
-        self.inner.prometheus_handle.render()
+        let mut text = self.inner.prometheus_handle.render();
+        text.push_str(&self.inner.metrics.render_histograms());
+        text
     }
 }
 
