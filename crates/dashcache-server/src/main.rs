@@ -418,8 +418,8 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
             .await?;
             let seconds = total.t.max(f64::EPSILON);
             let summary = format!(
-                "{} requests in {seconds:.1} s ({:.0}/s): {} ok, {} limited (429), {} failed; p50 {:.2} ms, p99 {:.2} ms",
-                total.requests,
+                "{} in {seconds:.1} s ({:.0}/s): {} ok, {} limited (429), {} failed; p50 {:.2} ms, p99 {:.2} ms",
+                cli::plural(total.requests as u64, "request"),
                 total.requests as f64 / seconds,
                 total.ok,
                 total.limited,

@@ -57,9 +57,29 @@ fn config_check_lists_every_problem_and_masks_secrets() {
         &[
             ("REDIS_URL", "redis://app:hunter2@127.0.0.1:1"),
             ("CACHE_KEY_SECRET", "0123456789abcdef-secret"),
+            ("DASHCACHE_OPS_TOKEN", "ops-token-hunter3"),
         ],
     );
     assert!(ok, "{err}");
+    // Every setting it read, each on a line of its own.
+    let names = dashcache::CacheSettings::variables()
+        .filter(|v| *v != dashcache::settings::CONFIG_FILE_VAR)
+        .chain(["DATABASE_URL"])
+        .chain(
+            dashcache_server::cli::config::SERVICE_VARIABLES
+                .iter()
+                .map(|(v, _)| *v),
+        );
+    for var in names {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{var}="))),
+            "{var} missing from:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("DASHCACHE_OPS_TOKEN=***") && !out.contains("hunter3"),
+        "{out}"
+    );
     assert!(
         out.contains("REDIS_URL=redis://app:***@127.0.0.1:1"),
         "{out}"
@@ -220,11 +240,23 @@ fn keys_delete_pattern_and_stats() {
             .any(|l| l.starts_with("session") && l.ends_with('1')),
         "{out}"
     );
+    // Only keys under the prefix count: "unrelated" belongs to someone else.
     assert!(
         out.lines()
-            .any(|l| l.starts_with("total") && l.ends_with("1202")),
+            .any(|l| l.starts_with("total") && l.ends_with("1201")),
         "{out}"
     );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("other") && l.ends_with(" 0")),
+        "{out}"
+    );
+    assert!(out.contains("of 1202 keys on the server"), "{out}");
+    let (ok, out, _) = dashcache(
+        &["keys", "delete-pattern", "dashcache:session:*", "--dry-run"],
+        &env,
+    );
+    assert!(ok && out.contains("1 key matches"), "{out}");
     let (ok, out, _) = dashcache(&["keys", "delete-pattern", "dashcache:user:*"], &env);
     assert!(ok);
     assert!(out.contains("deleted 1200 keys"), "{out}");
@@ -278,6 +310,56 @@ fn bench_prints_both_sides_and_a_ratio() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("| GetMany | raw redis |"), "{out}");
+    // Tests run a debug build, and the table says so.
+    assert!(out.contains("WARNING: this is a debug build"), "{out}");
+
+    // Failures are counted on both sides: a counter holding text fails every INCRBY.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg("bench:counter")
+            .arg("not a number")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    });
+    let (ok, out, err) = dashcache(
+        &[
+            "bench",
+            "--url",
+            &server.url(),
+            "--ops",
+            "incr",
+            "--duration-secs",
+            "1",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    for side in ["dashcache", "raw redis"] {
+        let errors = error_cell(&out, "Incr", side);
+        assert!(errors > 0, "{side}'s failures not counted:\n{out}");
+    }
+}
+
+/// The errors column of `op`'s row for `side` in a bench table.
+fn error_cell(table: &str, op: &str, side: &str) -> u64 {
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("| {op} | {side} |")))
+        .unwrap_or_else(|| panic!("no {op} row for {side}:\n{table}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    cells[6]
+        .parse()
+        .unwrap_or_else(|_| panic!("no error count in {row}"))
 }
 
 #[test]
@@ -328,7 +410,13 @@ fn bench_and_serve_take_a_cluster_url() {
     assert!(out.contains("redis cluster"), "{out}");
     assert!(out.contains("get-many of 1000"), "{out}");
     assert!(out.contains("| GetMany | raw redis |"), "{out}");
-    assert!(!err.contains("bench:"), "operations failed: {err}");
+    for side in ["dashcache", "raw redis"] {
+        assert_eq!(
+            error_cell(&out, "GetMany", side),
+            0,
+            "{side} failed:\n{out}\n{err}"
+        );
+    }
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -2,6 +2,7 @@
 //! (or in memory against raw moka): operations per second, p50 / p99, and the ratio.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +55,23 @@ struct Data {
     keys: Vec<String>,
     value: Bytes,
     batch: usize,
+    /// Failed operations per side slot (0: dashcache over Redis or memory, 1: the raw
+    /// baseline, 2 and 3: the hybrid and the embedded cache of `--l1`), since last taken.
+    errors: [AtomicU64; 4],
+}
+
+/// Where a side's failures are counted.
+#[derive(Clone, Copy)]
+enum Slot {
+    Ours = 0,
+    Raw = 1,
+    Hybrid = 2,
+    Memory = 3,
+}
+
+/// The errors counted for `slot` since the last call.
+fn take_errors(data: &Data, slot: Slot) -> u64 {
+    data.errors[slot as usize].swap(0, Ordering::Relaxed)
 }
 
 /// Runs the comparison; the table.
@@ -68,6 +86,14 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
             .map(|i| format!("bench:{i}"))
             .collect(),
         value: Bytes::from(vec![b'x'; options.value_size]),
+        errors: Default::default(),
+    });
+    let debug_warning = cfg!(debug_assertions).then(|| {
+        let warning = "WARNING: this is a debug build; its numbers say nothing about \
+                       production. Run `cargo run --release -p dashcache-server -- bench …` or \
+                       target/release/dashcache.";
+        eprintln!("{warning}");
+        warning
     });
     let round = Duration::from_millis(200);
     let rounds = usize::try_from(options.duration.as_millis() / (2 * round.as_millis()))
@@ -82,7 +108,8 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
         let Some(url) = &options.url else {
             return Err("--l1 measures the hybrid cache in front of Redis: give --url".into());
         };
-        return hybrid_table(url, &data, &options.ops, plan, options.value_size).await;
+        let table = hybrid_table(url, &data, &options.ops, plan, options.value_size).await?;
+        return Ok(with_warning(debug_warning, table));
     }
     let bar = ProgressBar::new((options.ops.len() * rounds * 2) as u64)
         .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
@@ -108,8 +135,8 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
             options.value_size,
             data.batch
         ),
-        "| operation | side | ops/s | p50 | p99 | ratio |".into(),
-        "|---|---|---|---|---|---|".into(),
+        "| operation | side | ops/s | p50 | p99 | errors | ratio |".into(),
+        "|---|---|---|---|---|---|---|".into(),
     ];
     for (op, sides) in pairs {
         bar.set_message(format!("{op:?}"));
@@ -121,16 +148,25 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
             } else {
                 "1.00".into()
             };
+            let slot = if i == 0 { Slot::Ours } else { Slot::Raw };
             out.push(format!(
-                "| {op:?} | {side} | {:.0} | {} | {} | {r} |",
+                "| {op:?} | {side} | {:.0} | {} | {} | {} | {r} |",
                 rate(&rounds, i),
                 show(p50),
-                show(p99)
+                show(p99),
+                take_errors(&data, slot)
             ));
         }
     }
     bar.finish_and_clear();
-    Ok(out.join("\n"))
+    Ok(with_warning(debug_warning, out.join("\n")))
+}
+
+fn with_warning(warning: Option<&str>, table: String) -> String {
+    match warning {
+        Some(warning) => format!("{warning}\n{table}"),
+        None => table,
+    }
 }
 
 /// The hybrid cache, the embedded cache, `RedisCache` and the raw client, interleaved round
@@ -188,8 +224,8 @@ async fn hybrid_table(
             value_size,
             data.batch
         ),
-        "| operation | side | ops/s | p50 | p99 | hybrid ÷ side |".into(),
-        "|---|---|---|---|---|---|".into(),
+        "| operation | side | ops/s | p50 | p99 | errors | hybrid ÷ side |".into(),
+        "|---|---|---|---|---|---|---|".into(),
     ];
     let shared: Arc<dyn Cache> = Arc::new(hybrid.clone());
     for (op, [plain, raw]) in raw_pairs {
@@ -202,19 +238,21 @@ async fn hybrid_table(
         }
         bar.set_message(format!("{op:?}"));
         let sides = [
-            cache_op(Arc::clone(&shared), data, op),
-            cache_op(Arc::new(memory.clone()), data, op),
+            cache_op(Arc::clone(&shared), data, op, Slot::Hybrid),
+            cache_op(Arc::new(memory.clone()), data, op, Slot::Memory),
             plain,
             raw,
         ];
         let rounds: Vec<[Turn; 4]> = measure(&sides, plan, &mut || bar.inc(1)).await;
+        let slots = [Slot::Hybrid, Slot::Memory, Slot::Ours, Slot::Raw];
         for (i, side) in names.iter().enumerate() {
             let (p50, p99) = latency(&rounds, i);
             out.push(format!(
-                "| {op:?} | {side} | {:.0} | {} | {} | {:.2} |",
+                "| {op:?} | {side} | {:.0} | {} | {} | {} | {:.2} |",
                 rate(&rounds, i),
                 show(p50),
                 show(p99),
+                take_errors(data, slots[i]),
                 ratio(&rounds, 0, i)
             ));
         }
@@ -222,8 +260,11 @@ async fn hybrid_table(
     bar.finish_and_clear();
     let status = hybrid.status();
     out.push(format!(
-        "L1: {} entries, {} invalidations, {} flushes, serving: {}",
-        status.l1_entries, status.invalidations, status.flushes, status.serving
+        "L1: {}, {}, {}, serving: {}",
+        super::plural(status.l1_entries, "entry"),
+        super::plural(status.invalidations, "invalidation"),
+        super::plural(status.flushes, "flush"),
+        status.serving
     ));
     Ok(out.join("\n"))
 }
@@ -267,7 +308,7 @@ where
 {
     let mut pairs = Vec::new();
     for &op in ops {
-        let ours = cache_op(Arc::new(cache.clone()), data, op);
+        let ours = cache_op(Arc::new(cache.clone()), data, op, Slot::Ours);
         let (raw, d) = (raw.clone(), Arc::clone(data));
         let theirs: Op = Arc::new(move |i| {
             let (mut raw, d) = (raw.clone(), Arc::clone(&d));
@@ -285,7 +326,11 @@ where
                     BenchOp::GetMany => cmd.arg("MGET").arg(&d.keys[d.batch(i)]),
                     BenchOp::Incr => cmd.arg("INCRBY").arg("bench:counter").arg(1),
                 };
-                let _: redis::Value = cmd.query_async(&mut raw).await.unwrap_or(redis::Value::Nil);
+                // The baseline's failures count as failures too: a side that fails fast must
+                // not look fast.
+                if cmd.query_async::<redis::Value>(&mut raw).await.is_err() {
+                    d.errors[Slot::Raw as usize].fetch_add(1, Ordering::Relaxed);
+                }
             })
         });
         pairs.push((op, [ours, theirs]));
@@ -305,7 +350,7 @@ async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliErr
     }
     let mut pairs = Vec::new();
     for &op in ops {
-        let ours = cache_op(Arc::new(cache.clone()), data, op);
+        let ours = cache_op(Arc::new(cache.clone()), data, op, Slot::Ours);
         let (raw, d) = (raw.clone(), Arc::clone(data));
         let theirs: Op = Arc::new(move |i| {
             let (raw, d) = (raw.clone(), Arc::clone(&d));
@@ -358,7 +403,7 @@ async fn prefill(cache: &dyn Cache, data: &Data) -> Result<(), CliError> {
     Ok(())
 }
 
-fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
+fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp, slot: Slot) -> Op {
     let d = Arc::clone(data);
     Arc::new(move |i| {
         let (cache, d) = (Arc::clone(&cache), Arc::clone(&d));
@@ -375,7 +420,10 @@ fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp) -> Op {
                 BenchOp::Incr => cache.increment("bench:counter", 1, None).await.map(drop),
             };
             if let Err(e) = result {
-                eprintln!("bench: {e}");
+                // Counted into the table; the first of a burst is worth a look.
+                if d.errors[slot as usize].fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(error = %e, "bench: an operation failed");
+                }
             }
         })
     })

@@ -8,6 +8,18 @@ use dashcache::{Cache, CacheSettings};
 
 use super::CliError;
 
+/// The service's own variables (beyond the cache's and `DATABASE_URL`), and whether each is a
+/// secret to mask.
+pub const SERVICE_VARIABLES: &[(&str, bool)] = &[
+    ("DASHCACHE_DEMO", false),
+    ("DASHCACHE_SECURE_COOKIES", false),
+    ("DASHCACHE_OPS_TOKEN", true),
+    ("DASHCACHE_UPSTREAM_URL", false),
+    ("DASHCACHE_ACCESS_LOG", false),
+    ("DASHCACHE_LOG_FORMAT", false),
+    ("RUST_LOG", false),
+];
+
 /// Prints the effective configuration (and, with `ping`, whether the cache and database
 /// answer); every bad variable is reported at once. It writes nothing: the database is not
 /// migrated, seeded, or (a SQLite file) created.
@@ -19,6 +31,14 @@ pub async fn check(database_url: &str, ping: bool) -> Result<String, CliError> {
     let mut out = String::from("configuration OK\n");
     out.push_str(&settings.to_string());
     out.push_str(&format!("\nDATABASE_URL={}", mask(database_url)));
+    for (var, secret) in SERVICE_VARIABLES {
+        let value = match std::env::var(var) {
+            Ok(_) if *secret => "***".to_owned(),
+            Ok(value) => value,
+            Err(_) => "(unset)".to_owned(),
+        };
+        out.push_str(&format!("\n{var}={value}"));
+    }
     if ping {
         let cache: std::sync::Arc<dyn Cache> = match settings.redis_cache_builder() {
             Some(builder) => std::sync::Arc::new(builder.build()?),
@@ -42,7 +62,8 @@ pub async fn check(database_url: &str, ping: bool) -> Result<String, CliError> {
 /// A database URL with its password masked.
 fn mask(url: &str) -> String {
     match url.split_once("://").and_then(|(scheme, rest)| {
-        rest.split_once('@')
+        // The last `@`: a password may hold one.
+        rest.rsplit_once('@')
             .map(|(auth, host)| (scheme, auth, host))
     }) {
         Some((scheme, auth, host)) => match auth.split_once(':') {
@@ -59,6 +80,10 @@ mod tests {
     fn database_passwords_are_masked() {
         assert_eq!(
             super::mask("postgres://app:s3cret@db/x"),
+            "postgres://app:***@db/x"
+        );
+        assert_eq!(
+            super::mask("postgres://app:p@ss@db/x"),
             "postgres://app:***@db/x"
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use dashcache::{CacheSettings, RedisCache, Sweep, SweepProgress};
 use indicatif::ProgressBar;
 
-use super::{CliError, style};
+use super::{CliError, plural, style};
 use crate::state::NAMESPACES;
 
 fn redis(settings: &CacheSettings) -> Result<RedisCache, CliError> {
@@ -37,16 +37,25 @@ pub async fn delete_pattern(
     let mode = if dry_run { Sweep::Count } else { Sweep::Delete };
     let mut report = |p: SweepProgress| {
         bar.set_message(format!(
-            "{} SCAN steps over {total} keys: {} matched, {} deleted",
-            p.batches, p.matched, p.deleted
+            "{} over {}: {} matched, {} deleted",
+            plural(p.batches, "SCAN step"),
+            plural(total, "key"),
+            p.matched,
+            p.deleted
         ));
     };
     let n = cache.sweep(pattern, mode, &mut report).await?;
     bar.finish_and_clear();
     Ok(if dry_run {
-        format!("{n} keys match {pattern:?} (dry run: nothing deleted)")
+        format!(
+            "{} {pattern:?} (dry run: nothing deleted)",
+            match n {
+                1 => "1 key matches".to_owned(),
+                n => format!("{n} keys match"),
+            }
+        )
     } else {
-        format!("deleted {n} keys matching {pattern:?}")
+        format!("deleted {} matching {pattern:?}", plural(n, "key"))
     })
 }
 
@@ -57,10 +66,15 @@ pub async fn delete_pattern(
 pub async fn stats(settings: &CacheSettings) -> Result<String, CliError> {
     let cache = redis(settings)?;
     let keys = crate::state::keys_for(settings)?;
-    let total = cache.key_count().await?;
-    let bar =
-        ProgressBar::new(NAMESPACES.len() as u64).with_style(style("{bar:30} {pos}/{len} {msg}"));
-    let mut lines = vec![format!("{:<14} {:>10}", "namespace", "keys")];
+    let server_total = cache.key_count().await?;
+    let bar = ProgressBar::new(NAMESPACES.len() as u64 + 1)
+        .with_style(style("{bar:30} {pos}/{len} {msg}"));
+    let mut lines = vec![format!(
+        "keys under {:?} (of {} on the server)",
+        format!("{}:", keys.prefix()),
+        plural(server_total, "key")
+    )];
+    lines.push(format!("{:<14} {:>10}", "namespace", "keys"));
     let mut counted = 0;
     for ns in NAMESPACES {
         bar.set_message(ns);
@@ -71,12 +85,22 @@ pub async fn stats(settings: &CacheSettings) -> Result<String, CliError> {
         lines.push(format!("{ns:<14} {n:>10}"));
         bar.inc(1);
     }
+    // Only this service's keys: another application's keys on a shared server are not ours
+    // to count (or to worry about).
+    bar.set_message("all");
+    let under_prefix = cache
+        .sweep(
+            &format!("{}:*", dashcache::glob::escape(keys.prefix())),
+            Sweep::Count,
+            &mut |_| {},
+        )
+        .await?;
     bar.finish_and_clear();
     lines.push(format!(
         "{:<14} {:>10}",
         "other",
-        total.saturating_sub(counted)
+        under_prefix.saturating_sub(counted)
     ));
-    lines.push(format!("{:<14} {:>10}", "total", total));
+    lines.push(format!("{:<14} {:>10}", "total", under_prefix));
     Ok(lines.join("\n"))
 }

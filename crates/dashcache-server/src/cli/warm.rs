@@ -60,8 +60,13 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
         }
         bar.finish_and_clear();
         lines.push(format!(
-            "{set:?}: {} keys, {} already cached, {} loaded, {} not found, {} failed, in {} batches",
-            total.keys, total.cached, total.loaded, total.not_found, total.failed, total.batches
+            "{set:?}: {}, {} already cached, {} loaded, {} not found, {} failed, in {}",
+            super::plural(total.keys as u64, "key"),
+            total.cached,
+            total.loaded,
+            total.not_found,
+            total.failed,
+            super::plural(total.batches as u64, "batch")
         ));
     }
     Ok(lines.join("\n"))
