@@ -18,7 +18,7 @@ pub fn plural(n: impl Into<u64>, noun: &str) -> String {
     let n = n.into();
     if n == 1 {
         format!("1 {noun}")
-    } else if noun.ends_with('s') || noun.ends_with("ch") || noun.ends_with('x') {
+    } else if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") {
         format!("{n} {noun}es")
     } else if let Some(stem) = noun.strip_suffix('y')
         && !stem.ends_with(['a', 'e', 'o', 'u'])
