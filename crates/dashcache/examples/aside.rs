@@ -6,13 +6,15 @@
 //! `cargo run -p dashcache --example aside` (embedded cache), or with
 //! `REDIS_URL=redis://127.0.0.1:6379`.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashcache::aside::{CacheAside, LoaderTimeout};
 use dashcache::metrics::CacheMetrics;
-use dashcache::{Cache, Instrumented, Keys, MemoryCache, RedisCache, Ttl};
+use dashcache::{Instrumented, Keys, Ttl};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct User {
@@ -46,13 +48,10 @@ async fn find_user(id: u64) -> Result<Option<User>, RepoError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Keys::new("example", ["user"])?;
+    let keys = Keys::new("ex-aside", ["user"])?;
     let metrics = CacheMetrics::new(&keys);
-    let backend: Arc<dyn Cache> = match std::env::var("REDIS_URL") {
-        Ok(url) => Arc::new(RedisCache::builder(url).build()?),
-        Err(_) => Arc::new(MemoryCache::new()),
-    };
-    let cache = Arc::new(Instrumented::new(backend, metrics.clone()));
+    let backend = common::cache().await?;
+    let cache = Arc::new(Instrumented::new(Arc::clone(&backend), metrics.clone()));
     let users = CacheAside::builder(cache)
         .stale_for(Duration::from_secs(60))
         .negative_ttl(Ttl::secs(30))
@@ -97,5 +96,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         user.errors,
         user.hit_rate() * 100.0
     );
+    common::clean_up(backend.as_ref(), keys.prefix()).await?;
     Ok(())
 }

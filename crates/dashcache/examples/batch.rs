@@ -3,10 +3,12 @@
 //!
 //! `cargo run -p dashcache --example batch`
 
+mod common;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use dashcache::{Cache, Keys, MemoryCache, Ttl};
+use dashcache::{Keys, Ttl};
 
 /// Stands in for the database.
 fn load_users(ids: &[u64]) -> HashMap<u64, String> {
@@ -15,8 +17,8 @@ fn load_users(ids: &[u64]) -> HashMap<u64, String> {
 
 #[tokio::main]
 async fn main() -> dashcache::Result<()> {
-    let cache = MemoryCache::new();
-    let keys = Keys::new("example", ["user"])?;
+    let cache = common::cache().await?;
+    let keys = Keys::new("ex-batch", ["user"])?;
     cache
         .set(
             &keys.key(["user", "2"])?,
@@ -60,5 +62,6 @@ async fn main() -> dashcache::Result<()> {
             value.map(|v| String::from_utf8_lossy(&v).into_owned())
         );
     }
+    common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 //!
 //! `cargo run -p dashcache --example counter`
 
-use dashcache::{Cache, Keys, MemoryCache, Ttl};
+mod common;
+
+use dashcache::{Cache, Keys, Ttl};
 
 const LIMIT: i64 = 5;
 
@@ -24,11 +26,12 @@ async fn allow(cache: &dyn Cache, keys: &Keys, user: &str, endpoint: &str) -> bo
 
 #[tokio::main]
 async fn main() -> dashcache::Result<()> {
-    let cache = MemoryCache::new();
-    let keys = Keys::new("example", ["rate_limit"])?;
+    let cache = common::cache().await?;
+    let keys = Keys::new("ex-counter", ["rate_limit"])?;
     for i in 1..=7 {
-        let ok = allow(&cache, &keys, "user-42", "accounts").await;
+        let ok = allow(cache.as_ref(), &keys, "user-42", "accounts").await;
         println!("request {i}: {}", if ok { "allowed" } else { "limited" });
     }
+    common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
 }

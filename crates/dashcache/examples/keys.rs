@@ -3,12 +3,14 @@
 //!
 //! `cargo run -p dashcache --example keys`
 
-use dashcache::{Cache, Keys, MemoryCache, Ttl};
+mod common;
+
+use dashcache::{Keys, Ttl};
 
 #[tokio::main]
 async fn main() -> dashcache::Result<()> {
-    let cache = MemoryCache::new();
-    let keys = Keys::builder("dashtam")
+    let cache = common::cache().await?;
+    let keys = Keys::builder("ex-keys")
         .namespaces(["user", "authz"])
         .secret("from-your-settings")
         .build()?;
@@ -46,5 +48,6 @@ async fn main() -> dashcache::Result<()> {
     // No e-mail address in a key: a keyed hash stands in for it.
     let by_email = keys.key(["user", "by-email", &keys.opaque("john@example.com")])?;
     println!("{by_email}");
+    common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
 }

@@ -3,10 +3,12 @@
 //!
 //! `cargo run -p dashcache --example oauth_state`
 
+mod common;
+
 use std::sync::Arc;
 
 use dashcache::token::OneTimeTokens;
-use dashcache::{Keys, MemoryCache, Ttl};
+use dashcache::{Keys, Ttl};
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PendingConnection {
@@ -17,8 +19,9 @@ struct PendingConnection {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Keys::new("example", ["oauth_state"])?;
-    let states = OneTimeTokens::new(Arc::new(MemoryCache::new()), keys, "oauth_state");
+    let keys = Keys::new("ex-oauth", ["oauth_state"])?;
+    let cache = common::cache().await?;
+    let states = OneTimeTokens::new(Arc::clone(&cache), keys.clone(), "oauth_state");
 
     let pending = PendingConnection {
         user_id: "user-42".into(),
@@ -43,5 +46,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?
             .map(|p: PendingConnection| p.user_id)
     );
+    common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
 }

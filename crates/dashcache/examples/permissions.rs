@@ -3,11 +3,13 @@
 //!
 //! `cargo run -p dashcache --example permissions`
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use dashcache::Keys;
 use dashcache::authz::PermissionCache;
-use dashcache::{Keys, MemoryCache};
 
 static IS_ADMIN: AtomicBool = AtomicBool::new(true);
 
@@ -19,8 +21,9 @@ async fn evaluate(user: &str, resource: &str, action: &str) -> Result<bool, Stri
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Keys::new("example", ["authz"])?;
-    let permissions = PermissionCache::new(Arc::new(MemoryCache::new()), keys);
+    let keys = Keys::new("ex-permissions", ["authz"])?;
+    let cache = common::cache().await?;
+    let permissions = PermissionCache::new(Arc::clone(&cache), keys.clone());
     let check = || {
         permissions.check("user-42", "users", "write", || {
             evaluate("user-42", "users", "write")
@@ -33,5 +36,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     IS_ADMIN.store(false, Ordering::SeqCst); // the role is revoked in the database…
     permissions.invalidate_user("user-42").await?; // …and the cache is told
     println!("after the role change: {:?}", check().await);
+    common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
 }

@@ -8,6 +8,9 @@
 //! ```
 //!
 //! With `REDIS_URL` set, the buckets live on Redis and every instance of the app shares them.
+//! With `--once`, it sends those seven logins itself instead of serving (what CI runs).
+
+mod common;
 
 use std::net::SocketAddr;
 
@@ -19,10 +22,11 @@ use dashcache::ratelimit::{OnError, RateLimitLayer, RateLimiter, Rule, Scope, Tr
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Keys::new("example", ["ratelimit"])?;
-    let limiter = match std::env::var("REDIS_URL") {
-        Ok(url) => RateLimiter::redis(dashcache::RedisCache::builder(url).build()?, keys),
-        Err(_) => RateLimiter::memory(keys),
+    let keys = Keys::new("ex-ratelimit", ["ratelimit"])?;
+    let redis = common::redis().await?;
+    let limiter = match &redis {
+        Some(redis) => RateLimiter::redis(redis.clone(), keys.clone()),
+        None => RateLimiter::memory(keys.clone()),
     };
     let limits = RateLimitLayer::new(limiter)
         .route(
@@ -42,12 +46,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/v1/accounts/{id}", get(|| async { "account\n" }))
         .route("/health", get(|| async { "ok\n" }))
         .layer(limits);
+    if std::env::args().any(|a| a == "--once") {
+        use tower::ServiceExt;
+        let peer: SocketAddr = "127.0.0.1:40000".parse()?;
+        for i in 1..=7 {
+            let mut request =
+                axum::http::Request::post("/api/v1/sessions").body(axum::body::Body::empty())?;
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let response = app.clone().oneshot(request).await?;
+            println!("login {i}: {}", response.status());
+        }
+    } else {
+        serve(app).await?;
+    }
+    if let Some(redis) = &redis {
+        common::clean_up(redis, keys.prefix()).await?;
+    }
+    Ok(())
+}
+
+/// Serves `app` on port 3000 until Ctrl-C.
+async fn serve(app: Router) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
     .await?;
     Ok(())
 }

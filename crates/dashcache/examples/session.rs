@@ -4,20 +4,23 @@
 //!
 //! `cargo run -p dashcache --example session`
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashcache::sealed::{Keyring, Sealed};
 use dashcache::session::{SessionData, SessionStore};
-use dashcache::{Cache, Keys, MemoryCache};
+use dashcache::{Cache, Keys};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Keys::new("example", ["session"])?;
+    let keys = Keys::new("ex-session", ["session"])?;
+    let plain = common::cache().await?;
     // In production the key comes from CACHE_SEAL_KEYS (CacheSettings::keyring).
     let cache: Arc<dyn Cache> =
-        Arc::new(Sealed::new(MemoryCache::new(), Keyring::new(1, &[42; 32])));
-    let sessions: SessionStore = SessionStore::new(cache, keys);
+        Arc::new(Sealed::new(Arc::clone(&plain), Keyring::new(1, &[42; 32])));
+    let sessions: SessionStore = SessionStore::new(cache, keys.clone());
 
     // A login: the token goes to the client once; the session is kept under its handle.
     let month = Duration::from_secs(30 * 24 * 3600);
@@ -53,5 +56,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "phone session now: {:?}",
         sessions.get(&phone.id).await?.map(|s| s.id)
     );
+    common::clean_up(plain.as_ref(), keys.prefix()).await?;
     Ok(())
 }
