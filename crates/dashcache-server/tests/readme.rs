@@ -1,0 +1,270 @@
+//! The README's commands, so a wrong one fails CI:
+//!
+//! - every `dashcache …` line of its `sh` blocks parses: the binary is asked for that line's
+//!   help, which it gives only once every subcommand and flag before it is valid;
+//! - `cargo run --release -p dashcache-server -- serve` names a package whose one binary is
+//!   `dashcache`, and `.ci/run` builds it in release;
+//! - `config check`, `keys stats` (on a spawned Redis), `serve` with the load-test flags, and
+//!   `load` against that service run for real, as written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dashcache_testkit::RedisServer;
+
+const README: &str = include_str!("../../../README.md");
+
+/// The lines of the README's `sh` blocks.
+fn sh_lines() -> Vec<&'static str> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in README.lines() {
+        if line.starts_with("```") {
+            inside = line == "```sh";
+            continue;
+        }
+        if inside {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+/// A README line as arguments of `dashcache`, if it runs `dashcache`: leading `VAR=value`
+/// words dropped, a trailing `# comment` and `&` dropped, `[optional]` parts left out, quotes
+/// removed.
+fn dashcache_args(line: &str) -> Option<Vec<String>> {
+    parse_line(line, false)
+}
+
+/// As [`dashcache_args`], with the `[optional]` parts in (brackets removed, `…` as `x`).
+fn with_optional_parts(line: &str) -> Option<Vec<String>> {
+    parse_line(&line.replace('…', "x"), true)
+}
+
+fn parse_line(line: &str, keep_optional: bool) -> Option<Vec<String>> {
+    let line = match line.find(" #") {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    let mut words = Vec::new();
+    let mut optional = 0;
+    for word in line.split_whitespace() {
+        if word.starts_with('[') {
+            optional += 1;
+        }
+        let closes = word.ends_with(']');
+        if (optional == 0 || keep_optional) && word != "&" {
+            let word = if keep_optional {
+                word.trim_matches(['[', ']'])
+            } else {
+                word
+            };
+            words.push(word.trim_matches('\'').to_owned());
+        }
+        if closes && optional > 0 {
+            optional -= 1;
+        }
+    }
+    let start = words.iter().position(|w| !is_assignment(w))?;
+    (words.get(start).map(String::as_str) == Some("dashcache")).then(|| words[start + 1..].to_vec())
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    })
+}
+
+fn dashcache() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dashcache"));
+    command
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("DASHCACHE_TOKEN");
+    command
+}
+
+/// The README line that contains `needle`, as `dashcache` arguments.
+fn readme_command(needle: &str) -> Vec<String> {
+    sh_lines()
+        .into_iter()
+        .find(|l| l.contains(needle))
+        .and_then(dashcache_args)
+        .unwrap_or_else(|| panic!("the README has no dashcache line with {needle:?}"))
+}
+
+#[test]
+fn every_dashcache_line_of_the_readme_parses() {
+    let commands: Vec<Vec<String>> = sh_lines()
+        .into_iter()
+        .flat_map(|line| [dashcache_args(line), with_optional_parts(line)])
+        .flatten()
+        .collect();
+    assert!(commands.len() >= 20, "found only {commands:?}");
+    for args in commands {
+        let out = dashcache().args(&args).arg("--help").output().unwrap();
+        assert!(
+            out.status.success(),
+            "README: `dashcache {}` does not parse:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_release_serve_command_names_the_dashcache_binary() {
+    assert!(
+        README.contains("cargo run --release -p dashcache-server -- serve"),
+        "the README's serve command changed: update this test"
+    );
+    let manifest = include_str!("../Cargo.toml");
+    assert!(manifest.contains("name = \"dashcache-server\""));
+    assert_eq!(
+        manifest.matches("[[bin]]").count(),
+        1,
+        "cargo run needs one binary"
+    );
+    assert!(manifest.contains("name = \"dashcache\""));
+    // The build itself: `.ci/run` runs `cargo build --release -p dashcache-server`.
+    let ci = include_str!("../../../.ci/run");
+    assert!(
+        ci.contains("cargo build --release -p dashcache-server"),
+        "{ci}"
+    );
+}
+
+#[test]
+fn config_check_and_keys_stats_run_as_written() {
+    let check = readme_command("dashcache config check");
+    let out = dashcache().args(&check).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("configuration OK"),
+        "{stdout}"
+    );
+
+    let server = RedisServer::start();
+    let stats = readme_command("dashcache keys stats");
+    let out = dashcache()
+        .args(&stats)
+        .env("REDIS_URL", server.url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("total"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A service started by this test, killed on drop.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status and body.
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let status = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+#[test]
+fn serve_and_load_run_as_written_and_measure_the_route() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = readme_command("dashcache serve --rate-limit-scale");
+    let service = Service(
+        dashcache()
+            .args(&serve)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/readme.db?mode=rwc", dir.path().display()),
+                "--demo",
+                "yes",
+            ])
+            .env("REDIS_URL", server.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while http(port, "GET", "/health", None).map(|(s, _)| s) != Some(200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/sessions",
+        Some(r#"{"user_id":"u2","password":"bob-password"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = login["token"].as_str().unwrap();
+
+    let mut load = readme_command("dashcache load");
+    // The README's run, shortened to one second against this service.
+    for (flag, value) in [
+        ("--url", format!("http://127.0.0.1:{port}")),
+        ("--duration-secs", "1".to_owned()),
+    ] {
+        let at = load.iter().position(|a| a == flag).expect(flag);
+        load[at + 1] = value;
+    }
+    let out = dashcache()
+        .args(&load)
+        .args(["--concurrency", "4"])
+        .env("DASHCACHE_TOKEN", token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Well past 100 reads a minute, and none limited: the limiter was scaled out of the way.
+    assert!(stdout.contains(" 0 limited (429), 0 failed"), "{stdout}");
+    let requests: u64 = stdout
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 100, "{stdout}");
+    drop(service);
+}
