@@ -15,7 +15,10 @@ use dashcache_testkit::RedisSentinels;
 async fn the_conformance_suite_passes_through_sentinel() {
     let set = tokio::task::block_in_place(RedisSentinels::start);
     let cache = RedisCache::builder(set.url()).connect().await.unwrap();
-    dashcache_testkit::conformance::run(Arc::new(cache)).await;
+    dashcache_testkit::conformance::run(Arc::new(cache.clone())).await;
+    // The hybrid tracks the master the sentinels name.
+    let hybrid = dashcache_testkit::hybrid_cache(cache).await;
+    dashcache_testkit::conformance::run(Arc::new(hybrid)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +53,9 @@ async fn a_killed_master_is_replaced_and_the_same_client_follows() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+
+    // A hybrid over the same set must follow the failover too.
+    let hybrid = dashcache_testkit::hybrid_cache(cache.clone()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -139,4 +145,32 @@ async fn a_killed_master_is_replaced_and_the_same_client_follows() {
         Some(&b"kept"[..]),
         "a key written before the failover"
     );
+
+    // The hybrid tracks the new master: L1 serves again, and a write made there by another
+    // client still reaches it.
+    assert!(
+        hybrid.ready(Duration::from_secs(15)).await,
+        "L1 never served again after the failover: {:?}",
+        hybrid.status()
+    );
+    hybrid.get("before").await.unwrap();
+    let master = set.nodes()[new].client();
+    let mut raw = master.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("before")
+        .arg("changed")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if hybrid.get("before").await.unwrap().as_deref() == Some(&b"changed"[..]) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "L1 kept the old value past the staleness bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
