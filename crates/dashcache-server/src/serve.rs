@@ -344,6 +344,6 @@ pub enum CacheChoice {
     /// Redis when `REDIS_URL` is set, else the embedded cache.
     #[default]
     Auto,
-    /// No cache at all (see [`DisabledCache`]).
+    /// No cache at all: every read goes to the database (`DisabledCache`).
     None,
 }
