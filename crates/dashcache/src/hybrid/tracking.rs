@@ -129,27 +129,31 @@ async fn round(
         }
         keep
     });
-    let mut connected = false;
+    let mut fresh = Vec::new();
     for node in &nodes {
         if tracked.contains_key(&node.label) {
             continue;
         }
         let new = connect(node, coherence, config, wake, l2.connect_timeout()).await;
-        let new = match new {
-            Ok(new) => new,
+        match new {
+            Ok(new) => fresh.push((node.label.clone(), new)),
             Err(e) => {
                 l2.refresh_topology();
                 return Err(e);
             }
-        };
-        coherence.set_link(&node.label, Some(new.conn.clone()));
-        tracked.insert(node.label.clone(), new);
-        report.connections.fetch_add(1, Ordering::Relaxed);
-        connected = true;
+        }
     }
-    if connected {
-        // Tracking is on everywhere now; what L1 holds may predate it.
+    if !fresh.is_empty() {
+        // What L1 holds may predate tracking on the new connections, and invalidations sent
+        // to the old ones are lost: a new epoch, *before* any read can go through a new
+        // connection. A batch read that took its ticket earlier then sees the epoch change
+        // and reads everything again, instead of joining an old L1 part to a new read.
         coherence.flush();
+        for (label, new) in fresh {
+            coherence.set_link(&label, Some(new.conn.clone()));
+            tracked.insert(label, new);
+            report.connections.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let sent = coherence.now();
     let probes = tracked.iter().map(|(label, t)| {
