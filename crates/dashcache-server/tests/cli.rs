@@ -23,6 +23,16 @@ fn dashcache(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// Runs one command on `server` with a plain client.
+fn raw(server: &RedisServer, args: &[String]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    rt.block_on(server.command::<redis::Value>(&args));
+}
+
 #[test]
 fn version_and_help() {
     let (ok, out, _) = dashcache(&["--version"], &[]);
@@ -200,26 +210,12 @@ fn users_create_makes_an_admin_with_a_password_from_outside_the_arguments() {
 #[test]
 fn keys_delete_pattern_and_stats() {
     let server = RedisServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut conn = server
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let mut cmd = redis::cmd("MSET");
-        for i in 0..1200 {
-            cmd.arg(format!("dashcache:user:{i}")).arg("v");
-        }
-        cmd.arg("dashcache:session:id:x")
-            .arg("v")
-            .arg("unrelated")
-            .arg("v");
-        let () = cmd.query_async(&mut conn).await.unwrap();
-    });
+    let mut mset = vec!["MSET".to_owned()];
+    for i in 0..1200 {
+        mset.extend([format!("dashcache:user:{i}"), "v".into()]);
+    }
+    mset.extend(["dashcache:session:id:x", "v", "unrelated", "v"].map(str::to_owned));
+    raw(&server, &mset);
     let url = server.url();
     let env = [("REDIS_URL", url.as_str())];
     let (ok, out, err) = dashcache(
@@ -314,23 +310,10 @@ fn bench_prints_both_sides_and_a_ratio() {
     assert!(out.contains("WARNING: this is a debug build"), "{out}");
 
     // Failures are counted on both sides: a counter holding text fails every INCRBY.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut conn = server
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let () = redis::cmd("SET")
-            .arg("bench:counter")
-            .arg("not a number")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    });
+    raw(
+        &server,
+        &["SET", "bench:counter", "not a number"].map(str::to_owned),
+    );
     let (ok, out, err) = dashcache(
         &[
             "bench",

@@ -134,6 +134,7 @@ async fn login_session_revoke_and_revoke_all(app: &TestApp) {
         )
         .await;
     assert_problem(&bad, StatusCode::UNAUTHORIZED);
+    assert_eq!(bad.body["detail"], "invalid credentials");
     let unknown = app
         .send(
             Method::POST,
@@ -609,16 +610,6 @@ async fn bad_input_gets_problem_bodies(app: &TestApp) {
         &app.raw(request).await,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     );
-    let wrong_password = app
-        .send(
-            Method::POST,
-            "/api/v1/sessions",
-            None,
-            Some(json!({ "user_id": "u2", "password": "wrong" })),
-        )
-        .await;
-    assert_problem(&wrong_password, StatusCode::UNAUTHORIZED);
-    assert_eq!(wrong_password.body["detail"], "invalid credentials");
 }
 
 /// Every answer carries a request id: a proxy's sane one is kept, anything else replaced.

@@ -39,6 +39,7 @@ mod cluster;
 mod conn;
 mod convert;
 mod deadline;
+mod refresh;
 mod scripts;
 mod sentinel;
 mod sweep;

@@ -15,7 +15,6 @@
 //! Requests never wait for a lookup they did not need, so deadlines and breakers behave as on
 //! one server.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -23,12 +22,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult,
-    ServerErrorKind, Value,
+    Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult, ServerErrorKind, Value,
 };
-use tokio::time::Instant;
 
-use super::cluster::Node;
+use super::cluster::{Node, addr_like};
+use super::refresh::{Refresh, Refresher, Watch};
 
 /// The shortest time between two lookups of the master.
 pub(crate) const LOOKUP_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,9 +116,7 @@ struct Shared {
     /// Bounds each sentinel's and the candidate's answers during a lookup.
     timeout: Duration,
     current: RwLock<Option<(Node, ConnectionManager)>>,
-    lookups: AtomicU64,
-    looking: tokio::sync::Mutex<Option<Instant>>,
-    scheduled: AtomicBool,
+    refresher: Refresher,
 }
 
 impl SentinelRouter {
@@ -147,9 +143,7 @@ impl SentinelRouter {
                 config,
                 timeout,
                 current: RwLock::new(None),
-                lookups: AtomicU64::new(0),
-                looking: tokio::sync::Mutex::new(None),
-                scheduled: AtomicBool::new(false),
+                refresher: Refresher::new(LOOKUP_INTERVAL),
             }),
         })
     }
@@ -171,19 +165,7 @@ impl SentinelRouter {
 
     /// The connection settings of `node` (the master's credentials and transport).
     pub(crate) fn info_for(&self, node: &Node) -> ConnectionInfo {
-        let addr = match self.shared.template.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host: node.0.clone(),
-                port: node.1,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(node.0.clone(), node.1),
-        };
+        let addr = addr_like(self.shared.template.addr(), node);
         self.shared.template.clone().set_addr(addr)
     }
 
@@ -230,18 +212,11 @@ impl SentinelRouter {
     /// Asks for a lookup of the master in the background (at most one at a time, at most one
     /// per [`LOOKUP_INTERVAL`]).
     pub(crate) fn lookup_soon(&self) {
-        if self.shared.scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.shared.scheduled.store(false, Ordering::Release);
-            return;
-        };
         let router = self.clone();
-        runtime.spawn(async move {
+        self.shared.refresher.soon(|| async move {
             // A failed lookup is retried by the next request that fails.
             let _ = router.lookup_now(true).await;
-            router.shared.scheduled.store(false, Ordering::Release);
+            router.shared.refresher.done();
         });
     }
 
@@ -280,27 +255,12 @@ impl SentinelRouter {
             .clone()
     }
 
-    /// Looks the master up unless another caller did while this one waited for the lock;
-    /// within [`LOOKUP_INTERVAL`] of the last lookup it waits for the interval to pass
-    /// (`wait_interval`) or does nothing.
+    /// Looks the master up (see [`Refresher::now`]).
     async fn lookup_now(&self, wait_interval: bool) -> RedisResult<()> {
-        let seen = self.shared.lookups.load(Ordering::Acquire);
-        let mut last = self.shared.looking.lock().await;
-        if self.shared.lookups.load(Ordering::Acquire) != seen {
-            return Ok(());
-        }
-        if let Some(next) = last.map(|at| at + LOOKUP_INTERVAL)
-            && Instant::now() < next
-        {
-            if !wait_interval {
-                return Ok(());
-            }
-            tokio::time::sleep_until(next).await;
-        }
-        let outcome = self.lookup().await;
-        *last = Some(Instant::now());
-        self.shared.lookups.fetch_add(1, Ordering::AcqRel);
-        outcome
+        self.shared
+            .refresher
+            .now(wait_interval, self.lookup())
+            .await
     }
 
     /// Asks every sentinel at once; the first address named is checked with `ROLE` and
@@ -375,36 +335,9 @@ fn is_read_only(value: &Value) -> bool {
     matches!(value, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly))
 }
 
-/// Schedules a lookup when a request fails to reach the master, or is dropped unfinished (its
-/// deadline passed: the master may be frozen, and a replica promoted in its place).
-struct Watch<'r> {
-    router: &'r SentinelRouter,
-    finished: bool,
-}
-
-impl<'r> Watch<'r> {
-    fn new(router: &'r SentinelRouter) -> Self {
-        Self {
-            router,
-            finished: false,
-        }
-    }
-
-    fn done<T>(&mut self, outcome: &RedisResult<T>) {
-        self.finished = true;
-        if let Err(e) = outcome
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
-        {
-            self.router.lookup_soon();
-        }
-    }
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.router.lookup_soon();
-        }
+impl Refresh for SentinelRouter {
+    fn refresh_soon(&self) {
+        self.lookup_soon();
     }
 }
 

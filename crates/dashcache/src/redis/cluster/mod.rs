@@ -25,7 +25,6 @@ pub(crate) use batch::SlotGroup;
 pub(crate) use slot_map::{Node, SlotMap};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -36,7 +35,8 @@ use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult,
     ServerErrorKind, Value,
 };
-use tokio::time::Instant;
+
+use super::refresh::{Refresh, Refresher, Watch};
 
 /// The shortest time between two refreshes of the slot map.
 pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -62,13 +62,7 @@ struct Shared {
     timeout: Duration,
     connections: RwLock<HashMap<Node, ConnectionManager>>,
     map: RwLock<Arc<SlotMap>>,
-    /// Refreshes attempted so far: a caller that waited for the refresh lock sees whether one
-    /// ran meanwhile.
-    refreshes: AtomicU64,
-    /// Held while a refresh runs; when the last one finished.
-    refreshing: tokio::sync::Mutex<Option<Instant>>,
-    /// A background refresh is scheduled or running.
-    scheduled: AtomicBool,
+    refresher: Refresher,
 }
 
 /// One request to a node: a command, or a pipeline of which the caller wants `count` replies
@@ -105,9 +99,7 @@ impl ClusterRouter {
                 timeout,
                 connections: RwLock::new(HashMap::new()),
                 map: RwLock::new(Arc::new(SlotMap::default())),
-                refreshes: AtomicU64::new(0),
-                refreshing: tokio::sync::Mutex::new(None),
-                scheduled: AtomicBool::new(false),
+                refresher: Refresher::new(REFRESH_INTERVAL),
             }),
         })
     }
@@ -199,18 +191,11 @@ impl ClusterRouter {
     /// Asks for a refresh of the slot map in the background (at most one at a time, at most
     /// one per [`REFRESH_INTERVAL`]).
     pub(crate) fn refresh_soon(&self) {
-        if self.shared.scheduled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.shared.scheduled.store(false, Ordering::Release);
-            return;
-        };
         let router = self.clone();
-        runtime.spawn(async move {
+        self.shared.refresher.soon(|| async move {
             // A failed refresh is retried by the next request that fails.
             let _ = router.refresh_now(true).await;
-            router.shared.scheduled.store(false, Ordering::Release);
+            router.shared.refresher.done();
         });
     }
 
@@ -302,27 +287,12 @@ impl ClusterRouter {
         self.refresh_soon();
     }
 
-    /// Refreshes the map unless another caller did while this one waited for the lock. Within
-    /// [`REFRESH_INTERVAL`] of the last refresh it waits for the interval to pass
-    /// (`wait_interval`) or does nothing.
+    /// Refreshes the map (see [`Refresher::now`]).
     async fn refresh_now(&self, wait_interval: bool) -> RedisResult<()> {
-        let seen = self.shared.refreshes.load(Ordering::Acquire);
-        let mut last = self.shared.refreshing.lock().await;
-        if self.shared.refreshes.load(Ordering::Acquire) != seen {
-            return Ok(());
-        }
-        if let Some(next) = last.map(|at| at + REFRESH_INTERVAL)
-            && Instant::now() < next
-        {
-            if !wait_interval {
-                return Ok(());
-            }
-            tokio::time::sleep_until(next).await;
-        }
-        let outcome = self.refresh().await;
-        *last = Some(Instant::now());
-        self.shared.refreshes.fetch_add(1, Ordering::AcqRel);
-        outcome
+        self.shared
+            .refresher
+            .now(wait_interval, self.refresh())
+            .await
     }
 
     /// Asks the masters of the current map for `CLUSTER SHARDS`, all at once, and installs
@@ -398,36 +368,9 @@ impl ClusterRouter {
     }
 }
 
-/// Schedules a refresh when a request fails to reach its node, or is dropped unfinished (its
-/// deadline passed: the node may be frozen, and a replica promoted in its place).
-struct Watch<'r> {
-    router: &'r ClusterRouter,
-    finished: bool,
-}
-
-impl<'r> Watch<'r> {
-    fn new(router: &'r ClusterRouter) -> Self {
-        Self {
-            router,
-            finished: false,
-        }
-    }
-
-    fn done<T>(&mut self, outcome: &RedisResult<T>) {
-        self.finished = true;
-        if let Err(e) = outcome
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
-        {
-            self.router.refresh_soon();
-        }
-    }
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.router.refresh_soon();
-        }
+impl Refresh for ClusterRouter {
+    fn refresh_soon(&self) {
+        ClusterRouter::refresh_soon(self);
     }
 }
 
@@ -524,7 +467,7 @@ fn node_of_addr(addr: &ConnectionAddr) -> RedisResult<Node> {
 }
 
 /// `node`'s address with the seed's transport (TLS and its settings included).
-fn addr_like(template: &ConnectionAddr, node: &Node) -> ConnectionAddr {
+pub(crate) fn addr_like(template: &ConnectionAddr, node: &Node) -> ConnectionAddr {
     match template {
         ConnectionAddr::TcpTls {
             insecure,
