@@ -222,18 +222,6 @@ impl Coherence {
         }
     }
 
-    /// Whether `key` may have changed since `ticket` was taken (an invalidation of its stripe,
-    /// a flush, a barrier).
-    pub(super) fn changed_since(&self, key: &str, ticket: Ticket) -> bool {
-        let latest = *self
-            .stripe(key.as_bytes())
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        latest > ticket.seq
-            || self.epoch.load(Ordering::SeqCst) != ticket.epoch
-            || self.barrier.load(Ordering::SeqCst) != ticket.barrier
-    }
-
     /// Applies a push of the tracking connection: the keys to drop (all of one push in one
     /// step: a write of several keys is one push), or `Nil` for "all of them" (`FLUSHALL`,
     /// `FLUSHDB`).
