@@ -383,10 +383,10 @@ async fn bulk_refresh_ahead_reloads_near_keys_in_one_call(caches: [Arc<dyn Cache
         lookup(instances[0].clone(), 2),
         lookup(instances[1].clone(), 2)
     );
-    // A answers from the cache; B too, or with the refreshed values if A's background refresh
-    // was quicker.
+    // A answers from the cache; B too, or with refreshed values where A's background refresh
+    // was quicker (its fills commit key by key, so B may see some of each).
     assert_eq!(a, vec![Some(1); 3]);
-    assert!(b == vec![Some(1); 3] || b == vec![Some(2); 3], "{b:?}");
+    assert!(b.iter().all(|v| *v == Some(1) || *v == Some(2)), "{b:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     {
         let calls = calls.lock().unwrap();
