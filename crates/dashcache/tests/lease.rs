@@ -389,11 +389,14 @@ async fn bulk_refresh_ahead_reloads_near_keys_in_one_call(caches: [Arc<dyn Cache
     assert!(b.iter().all(|v| *v == Some(1) || *v == Some(2)), "{b:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     {
+        // Each instance makes at most one loader call for its near keys, and the leases give
+        // every key to exactly one of them: usually one instance takes all three, but when
+        // both claim at once the keys may be split between their two calls.
         let calls = calls.lock().unwrap();
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        let mut refreshed = calls[1].clone();
+        assert!((2..=3).contains(&calls.len()), "{calls:?}");
+        let mut refreshed: Vec<String> = calls[1..].concat();
         refreshed.sort();
-        assert_eq!(refreshed, all);
+        assert_eq!(refreshed, all, "{calls:?}");
     }
     // Past the first value's TTL: still served from the cache, refreshed.
     tokio::time::sleep(Duration::from_millis(400)).await;
