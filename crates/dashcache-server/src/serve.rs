@@ -114,8 +114,14 @@ pub async fn build_state(
             } else {
                 "redis"
             };
-            // Rate limiting stays exact: its buckets live on Redis, never in L1.
-            let limiter = RateLimiter::redis(redis.clone(), keys.clone());
+            // Rate limiting stays one limit across instances: its buckets live on Redis,
+            // never in L1. Hot buckets reserve tokens ahead (CACHE_RATE_LIMIT_BATCH), so most
+            // of their checks need no round trip, and no instance admits a token it has not
+            // taken from the shared bucket.
+            let limiter = RateLimiter::new(
+                Arc::new(settings.rate_limit_buckets(redis.clone())),
+                keys.clone(),
+            );
             let backend = match settings.hybrid_cache_builder(redis.clone()) {
                 Some(hybrid) => {
                     let metrics = dashcache::metrics::CacheMetrics::new(&keys);

@@ -1,5 +1,6 @@
 //! Rate-limit decisions per second, in one run, interleaved: `RateLimiter` on Redis against the
-//! raw `redis` client running the same script by EVALSHA; `RateLimiter` in memory against the
+//! raw `redis` client running the same script by EVALSHA (and, on one hot key, with
+//! reservations, which answer most checks in process); `RateLimiter` in memory against the
 //! `governor` crate's keyed limiter, on one hot key and on 10 000 keys.
 //!
 //! Run: `cargo bench -p dashcache --bench ratelimit`.
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashcache::Keys;
-use dashcache::ratelimit::{RateLimiter, RedisBuckets, Rule};
+use dashcache::ratelimit::{RateLimiter, RedisBuckets, Reservations, Rule};
 use dashcache_testkit::load::{Op, Plan, median, rates};
 use dashcache_testkit::{RedisServer, redis_cache};
 use governor::{Quota, RateLimiter as Governor};
@@ -48,16 +49,29 @@ async fn run() {
 
     let server = RedisServer::start();
     let cache = redis_cache(&server).await;
-    let redis_limiter = Arc::new(RateLimiter::redis(cache, keys.clone()));
+    let redis_limiter = Arc::new(RateLimiter::redis(cache.clone(), keys.clone()));
+    let reserving = Arc::new(RateLimiter::new(
+        Arc::new(RedisBuckets::new(cache).with_reservations(Reservations::default())),
+        keys.clone(),
+    ));
     let raw = server
         .client()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     let script = Arc::new(redis::Script::new(RedisBuckets::SCRIPT));
-    for (n_keys, concurrency) in [(1usize, 1usize), (KEYS, 1), (KEYS, 64)] {
+    for (store, n_keys, concurrency) in [
+        ("redis", 1usize, 1usize),
+        ("redis", KEYS, 1),
+        ("redis", KEYS, 64),
+        ("redis, reservations", 1, 64),
+    ] {
         let (limiter, rule, our_ids) = (
-            Arc::clone(&redis_limiter),
+            if store == "redis" {
+                Arc::clone(&redis_limiter)
+            } else {
+                Arc::clone(&reserving)
+            },
             Arc::new(rule.clone()),
             Arc::clone(&ids),
         );
@@ -91,13 +105,13 @@ async fn run() {
                     .arg(1u8)
                     .arg("")
                     .arg(1000u64);
-                let (allowed, ..): (u8, u64, u64, u64) =
+                let (allowed, ..): (u8, u64, u64, u64, u64) =
                     invocation.invoke_async(&mut raw).await.unwrap();
                 assert_eq!(allowed, 1);
             })
         });
         row(
-            "redis",
+            store,
             n_keys,
             concurrency,
             "raw EVALSHA",

@@ -41,9 +41,9 @@ pub use layer::{RateLimitLayer, RateLimitStats, network_of};
 pub use rule::{KeyFn, OnError, Rule, Scope, Spec};
 #[cfg(feature = "axum")]
 pub use service::RateLimit;
-#[cfg(feature = "redis")]
-pub use store::RedisBuckets;
 pub use store::{BucketStore, MemoryBuckets};
+#[cfg(feature = "redis")]
+pub use store::{RedisBuckets, ReservationStats, Reservations};
 pub use window::{FixedWindow, WindowDecision};
 
 use crate::error::Result;

@@ -118,6 +118,10 @@ pub struct CacheSettings {
     pub l1_staleness: Duration,
     /// `CACHE_L1_MAX_TTL_SECS`: the longest an entry stays in L1 (default 5 minutes).
     pub l1_max_ttl: Duration,
+    /// `CACHE_RATE_LIMIT_BATCH`: the most checks of one hot rate-limit bucket a round trip to
+    /// Redis reserves for this instance (default 64; 1 turns reservations off). See
+    /// [`RedisBuckets::with_reservations`](crate::ratelimit::RedisBuckets::with_reservations).
+    pub rate_limit_batch: u64,
     /// `CACHE_COMPRESSION`: `zstd` compresses large values (see [`crate::compress`]); `off`
     /// (the default) stores them plain but still reads compressed ones, so a rolling upgrade
     /// can turn it on once every instance reads the format.
@@ -374,6 +378,7 @@ impl CacheSettings {
             l1_max_bytes: n("CACHE_L1_MAX_BYTES"),
             l1_staleness: millis("CACHE_L1_STALENESS_MS"),
             l1_max_ttl: secs("CACHE_L1_MAX_TTL_SECS"),
+            rate_limit_batch: n("CACHE_RATE_LIMIT_BATCH"),
             compression,
             compress_min_bytes: usize::try_from(n("CACHE_COMPRESS_MIN_BYTES")).unwrap_or(1024),
             compress_level: i32::try_from(n("CACHE_COMPRESS_LEVEL")).unwrap_or(3),
@@ -447,6 +452,20 @@ impl CacheSettings {
                 .staleness(self.l1_staleness)
                 .max_ttl(self.l1_max_ttl)
         })
+    }
+
+    /// Rate-limit buckets on `redis`, with [reservations](crate::ratelimit::Reservations)
+    /// of up to `CACHE_RATE_LIMIT_BATCH` checks for hot buckets (none when it is 1).
+    #[cfg(feature = "redis")]
+    pub fn rate_limit_buckets(&self, redis: crate::RedisCache) -> crate::ratelimit::RedisBuckets {
+        let buckets = crate::ratelimit::RedisBuckets::new(redis);
+        if self.rate_limit_batch > 1 {
+            buckets.with_reservations(
+                crate::ratelimit::Reservations::default().max_batch(self.rate_limit_batch),
+            )
+        } else {
+            buckets
+        }
     }
 
     /// The sealing keys, when `CACHE_SEAL_KEYS` is set (validated when the settings were
@@ -537,6 +556,7 @@ impl fmt::Display for CacheSettings {
         writeln!(f, "CACHE_L1_MAX_BYTES={}", self.l1_max_bytes)?;
         writeln!(f, "CACHE_L1_STALENESS_MS={}", self.l1_staleness.as_millis())?;
         writeln!(f, "CACHE_L1_MAX_TTL_SECS={}", self.l1_max_ttl.as_secs())?;
+        writeln!(f, "CACHE_RATE_LIMIT_BATCH={}", self.rate_limit_batch)?;
         writeln!(
             f,
             "CACHE_COMPRESSION={}",

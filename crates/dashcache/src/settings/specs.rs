@@ -212,6 +212,13 @@ pub(super) const NUMERIC: &[Spec] = &[
         unit: Unit::Seconds,
     },
     Spec {
+        var: "CACHE_RATE_LIMIT_BATCH",
+        default: 64,
+        min: 1,
+        max: 1024,
+        unit: Unit::Count,
+    },
+    Spec {
         var: "CACHE_COMPRESS_MIN_BYTES",
         default: 1024,
         min: 64,

@@ -4,6 +4,8 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod reserve;
 
 use std::fmt;
 
@@ -12,6 +14,8 @@ use async_trait::async_trait;
 pub use memory::MemoryBuckets;
 #[cfg(feature = "redis")]
 pub use redis::RedisBuckets;
+#[cfg(feature = "redis")]
+pub use reserve::{ReservationStats, Reservations};
 
 use super::bucket::Decision;
 use super::rule::Spec;
