@@ -315,7 +315,17 @@ pub(crate) fn redis_cli() -> std::path::PathBuf {
 }
 
 pub(crate) fn cli(port: u16, args: &[&str]) -> String {
-    Command::new(redis_cli())
+    cli_as(port, None, args)
+}
+
+/// As [`cli`], logged in with `password` (passed in the environment, never in the
+/// arguments).
+pub(crate) fn cli_as(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(redis_cli());
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    command
         .args(["-p", &port.to_string()])
         .args(args)
         .output()

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{cli, info};
+use crate::cluster::{cli_as, info};
 use crate::process::free_port;
 use crate::server::RedisServer;
 
@@ -18,6 +18,8 @@ pub const MASTER_NAME: &str = "dashcache";
 pub struct RedisSentinels {
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    /// The sentinels' own `requirepass`, if any.
+    password: Option<String>,
 }
 
 impl RedisSentinels {
@@ -27,6 +29,19 @@ impl RedisSentinels {
     /// # Panics
     /// When a server does not start, or the set does not settle within 30 s.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// As [`start`](Self::start), with sentinels that require `password` (their
+    /// `requirepass`; they log in to each other with it too). The data nodes need none.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_sentinel_password(password: &str) -> Self {
+        Self::start_inner(Some(password))
+    }
+
+    fn start_inner(password: Option<&str>) -> Self {
         let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
         let master_port = master.port().to_string();
         let replica = RedisServer::start_with_args(&[
@@ -43,16 +58,18 @@ impl RedisSentinels {
             "sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 10000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n"
+             sentinel parallel-syncs {MASTER_NAME} 1\n{}",
+            password.map_or_else(String::new, |p| format!("requirepass \"{p}\"\n"))
         );
         let sentinels: Vec<RedisServer> = (0..3).map(|_| start_sentinel(&config)).collect();
         let set = Self {
             nodes: vec![master, replica],
             sentinels,
+            password: password.map(str::to_owned),
         };
         wait(Duration::from_secs(30), "the sentinels to meet", || {
             set.sentinels.iter().all(|s| {
-                let master = cli(s.port(), &["SENTINEL", "MASTER", MASTER_NAME]);
+                let master = set.sentinel_cli(s, &["SENTINEL", "MASTER", MASTER_NAME]);
                 field(&master, "num-slaves") == Some(1)
                     && field(&master, "num-other-sentinels") == Some(2)
             })
@@ -101,8 +118,8 @@ impl RedisSentinels {
         let mut found = None;
         wait(limit, "the sentinels to promote the replica", || {
             found = self.master().filter(|&m| m != old).filter(|&m| {
-                let named = cli(
-                    self.sentinels[0].port(),
+                let named = self.sentinel_cli(
+                    &self.sentinels[0],
                     &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
                 );
                 named.lines().nth(1).map(str::trim) == Some(&self.nodes[m].port().to_string())
@@ -110,6 +127,10 @@ impl RedisSentinels {
             found.is_some()
         });
         found.expect("a new master")
+    }
+
+    fn sentinel_cli(&self, sentinel: &RedisServer, args: &[&str]) -> String {
+        cli_as(sentinel.port(), self.password.as_deref(), args)
     }
 
     /// Restarts node `index` on its port; the sentinels make it a replica of the current

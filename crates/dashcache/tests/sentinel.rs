@@ -174,3 +174,40 @@ async fn a_killed_master_is_replaced_and_the_same_client_follows() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_that_require_a_password_are_asked_with_their_credentials() {
+    let set = tokio::task::block_in_place(|| {
+        RedisSentinels::start_with_sentinel_password("sentinel-secret")
+    });
+    // Without the sentinels' password no master can be found: a clear error, no panic.
+    let refused = RedisCache::builder(set.url())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let e = refused.ping().await.unwrap_err();
+    eprintln!("no credentials: {:?}: {e}", e.kind());
+    assert!(!e.to_string().contains("sentinel-secret"), "{e}");
+    // A wrong password neither.
+    let wrong = RedisCache::builder(set.url())
+        .timeout(Duration::from_millis(500))
+        .sentinel_credentials(None, "not-it")
+        .build()
+        .unwrap();
+    let e = wrong.ping().await.unwrap_err();
+    eprintln!("wrong password: {:?}: {e}", e.kind());
+    assert!(!e.to_string().contains("not-it"), "{e}");
+    // With it, the cache works, and the password shows in no description of it.
+    let builder = RedisCache::builder(set.url()).sentinel_credentials(None, "sentinel-secret");
+    assert!(!format!("{builder:?}").contains("sentinel-secret"));
+    let cache = builder.connect().await.unwrap();
+    assert!(!format!("{cache:?}").contains("sentinel-secret"));
+    cache.set("k", "v".into(), Ttl::secs(60)).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    // Sentinel credentials with a URL that is not a Sentinel set are refused at build.
+    let e = RedisCache::builder("redis://127.0.0.1:1")
+        .sentinel_credentials(None, "sentinel-secret")
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), dashcache::ErrorKind::InvalidArgument);
+}

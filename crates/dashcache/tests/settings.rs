@@ -254,3 +254,47 @@ fn cluster_urls_are_accepted_and_checked_seed_by_seed() {
         "{err}"
     );
 }
+
+#[test]
+fn sentinel_credentials_need_a_sentinel_url_and_stay_masked() {
+    let url = "redis+sentinel://:master-pw@10.0.0.1:26379,10.0.0.2:26379/mymaster";
+    let settings = load(
+        &[
+            ("REDIS_URL", url),
+            ("CACHE_SENTINEL_USERNAME", "watcher"),
+            ("CACHE_SENTINEL_PASSWORD", "sentinel-pw"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        settings.sentinel_credentials,
+        Some((Some("watcher".into()), "sentinel-pw".into()))
+    );
+    for shown in [settings.to_string(), format!("{settings:?}")] {
+        assert!(!shown.contains("sentinel-pw"), "{shown}");
+        assert!(!shown.contains("master-pw"), "{shown}");
+        assert!(shown.contains("CACHE_SENTINEL_PASSWORD=***"), "{shown}");
+        assert!(shown.contains("CACHE_SENTINEL_USERNAME=watcher"), "{shown}");
+    }
+    let builder = settings.redis_cache_builder().unwrap();
+    assert!(!format!("{builder:?}").contains("sentinel-pw"));
+    // A user without a password, and sentinel credentials without a Sentinel URL: refused,
+    // without showing the password.
+    let e = load(
+        &[("REDIS_URL", url), ("CACHE_SENTINEL_USERNAME", "watcher")],
+        None,
+    )
+    .unwrap_err();
+    assert!(e.contains("CACHE_SENTINEL_PASSWORD"), "{e}");
+    let e = load(
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("CACHE_SENTINEL_PASSWORD", "sentinel-pw"),
+        ],
+        None,
+    )
+    .unwrap_err();
+    assert!(e.contains("redis+sentinel://"), "{e}");
+    assert!(!e.contains("sentinel-pw"), "{e}");
+}

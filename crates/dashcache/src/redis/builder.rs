@@ -31,6 +31,14 @@ pub struct RedisCacheBuilder {
     scan_count: u32,
     cluster: bool,
     tls: TlsOptions,
+    sentinel_auth: Option<SentinelAuth>,
+}
+
+/// How the sentinels themselves are logged in to (not the master: the URL says that).
+#[derive(Clone)]
+struct SentinelAuth {
+    username: Option<String>,
+    password: String,
 }
 
 impl fmt::Debug for RedisCacheBuilder {
@@ -45,6 +53,13 @@ impl fmt::Debug for RedisCacheBuilder {
             .field("scan_count", &self.scan_count)
             .field("cluster", &self.cluster)
             .field("tls", &self.tls)
+            .field(
+                "sentinel_auth",
+                &self
+                    .sentinel_auth
+                    .as_ref()
+                    .map(|auth| (auth.username.as_deref().unwrap_or("default"), "********")),
+            )
             .finish()
     }
 }
@@ -121,6 +136,23 @@ impl RedisCacheBuilder {
         self
     }
 
+    /// The credentials the sentinels of a `redis+sentinel://` URL ask for (their own
+    /// `requirepass` or ACL user), when they differ from none. The URL's credentials are the
+    /// master's; sentinels are asked with these, or without any when they are not given.
+    ///
+    /// ```
+    /// let b = dashcache::RedisCache::builder("redis+sentinel://:master-pw@10.0.0.1:26379/mymaster")
+    ///     .sentinel_credentials(None, "sentinel-pw");
+    /// assert!(!format!("{b:?}").contains("sentinel-pw"));
+    /// ```
+    pub fn sentinel_credentials(mut self, username: Option<&str>, password: &str) -> Self {
+        self.sentinel_auth = Some(SentinelAuth {
+            username: username.map(str::to_owned),
+            password: password.to_owned(),
+        });
+        self
+    }
+
     /// Builds the cache without any I/O; the connection is made by the first operation. Use
     /// this when the service must start even while Redis is down (fail-open), and check
     /// [`Cache::ping`] to report it.
@@ -138,6 +170,11 @@ impl RedisCacheBuilder {
         let display_url = mask_url(&self.url);
         if let Some(sentinel) = parse_sentinel_url(&self.url) {
             return self.build_sentinel(sentinel, display_url);
+        }
+        if self.sentinel_auth.is_some() {
+            return Err(Error::invalid_argument(format!(
+                "sentinel credentials are given but {display_url} is not a redis+sentinel:// URL"
+            )));
         }
         let (seeds, cluster) = cluster_seeds(&self.url);
         let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
@@ -184,7 +221,19 @@ impl RedisCacheBuilder {
             Error::invalid_argument(format!("invalid Sentinel URL {display_url}: {e}"))
         })?;
         let connect_timeout = self.connect_timeout.unwrap_or(self.timeout);
-        let sentinels = connection_infos(&sentinel.sentinels, &self.tls)?;
+        let mut sentinels = connection_infos(&sentinel.sentinels, &self.tls)?;
+        if let Some(auth) = &self.sentinel_auth {
+            sentinels = sentinels
+                .into_iter()
+                .map(|info| {
+                    let mut settings = info.redis_settings().clone().set_password(&auth.password);
+                    if let Some(username) = &auth.username {
+                        settings = settings.set_username(username);
+                    }
+                    info.set_redis_settings(settings)
+                })
+                .collect();
+        }
         let template = connection_infos(&[sentinel.master_template], &self.tls)?
             .into_iter()
             .next()
@@ -263,6 +312,7 @@ impl RedisCache {
             scan_count: 1000,
             cluster: false,
             tls: TlsOptions::default(),
+            sentinel_auth: None,
         }
     }
 

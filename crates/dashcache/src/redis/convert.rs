@@ -48,11 +48,13 @@ fn classify(e: &RedisError) -> (ErrorKind, &'static str) {
         ),
         RedisKind::AuthenticationFailed => (
             ErrorKind::Misconfigured,
-            "authentication to Redis failed: check the URL's credentials",
+            "authentication to Redis failed: check the URL's credentials (for a Sentinel set's \
+             sentinels: CACHE_SENTINEL_PASSWORD)",
         ),
         _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => (
             ErrorKind::Misconfigured,
-            "Redis requires other credentials: check the URL's user and password",
+            "Redis requires other credentials: check the URL's user and password (for a Sentinel \
+             set's sentinels: CACHE_SENTINEL_PASSWORD)",
         ),
         RedisKind::Server(ServerErrorKind::NoPerm) => (
             ErrorKind::Misconfigured,

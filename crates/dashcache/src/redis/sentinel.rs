@@ -4,7 +4,9 @@
 //! The URL names the sentinels and the master set:
 //! `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master-name>[/<db>]`
 //! (`rediss+sentinel://` speaks TLS to every one of them). The credentials and the database are
-//! the master's; sentinels are asked without credentials.
+//! the master's; sentinels are asked with their own credentials when
+//! [`sentinel_credentials`](crate::RedisCacheBuilder::sentinel_credentials) gives them
+//! (`CACHE_SENTINEL_USERNAME` / `CACHE_SENTINEL_PASSWORD`), without any otherwise.
 //!
 //! Following Sentinel's client protocol: the sentinels are asked all at once for the master's
 //! address (`SENTINEL get-master-addr-by-name`), the first answer is taken, and the server it

@@ -37,6 +37,8 @@ const TEXT: &[&str] = &[
     "CACHE_TLS_CERT_FILE",
     "CACHE_TLS_KEY_FILE",
     "CACHE_TLS_INSECURE",
+    "CACHE_SENTINEL_USERNAME",
+    "CACHE_SENTINEL_PASSWORD",
 ];
 
 /// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
@@ -139,6 +141,10 @@ pub struct CacheSettings {
     /// `CACHE_TLS_INSECURE`: `true` turns certificate checks off (default `false`); a test
     /// bench's setting, warned about at every start.
     pub tls_insecure: bool,
+    /// `CACHE_SENTINEL_USERNAME` and `CACHE_SENTINEL_PASSWORD`: what the sentinels of a
+    /// `redis+sentinel://` URL ask for (their `requirepass` or ACL user); the URL's
+    /// credentials are the master's. A username needs a password.
+    pub sentinel_credentials: Option<(Option<String>, String)>,
 }
 
 /// One bad variable.
@@ -340,6 +346,32 @@ impl CacheSettings {
                 false
             }
         };
+        let sentinel_credentials = match (
+            text("CACHE_SENTINEL_USERNAME"),
+            text("CACHE_SENTINEL_PASSWORD"),
+        ) {
+            (username, Some(password)) => Some((username, password)),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.push(Problem {
+                    variable: "CACHE_SENTINEL_PASSWORD".into(),
+                    value: "(unset)".into(),
+                    allowed: "set with CACHE_SENTINEL_USERNAME: a user needs its password".into(),
+                });
+                None
+            }
+        };
+        if sentinel_credentials.is_some()
+            && !redis_url
+                .as_deref()
+                .is_some_and(|url| url.contains("+sentinel://"))
+        {
+            problems.push(Problem {
+                variable: "CACHE_SENTINEL_PASSWORD".into(),
+                value: "***".into(),
+                allowed: "only with a redis+sentinel:// REDIS_URL".into(),
+            });
+        }
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -385,6 +417,7 @@ impl CacheSettings {
             tls_ca_file,
             tls_client_cert,
             tls_insecure,
+            sentinel_credentials,
         })
     }
 
@@ -408,7 +441,7 @@ impl CacheSettings {
     #[cfg(feature = "redis")]
     pub fn redis_cache_builder(&self) -> Option<crate::RedisCacheBuilder> {
         self.redis_url.as_ref().map(|url| {
-            crate::RedisCache::builder(url.clone())
+            let builder = crate::RedisCache::builder(url.clone())
                 .timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
                 .sweep_timeout(self.sweep_timeout)
@@ -417,7 +450,13 @@ impl CacheSettings {
                         .with_failure_threshold(self.breaker_failures)
                         .with_open_for(self.breaker_open_for),
                 )
-                .tls(self.tls_options())
+                .tls(self.tls_options());
+            match &self.sentinel_credentials {
+                Some((username, password)) => {
+                    builder.sentinel_credentials(username.as_deref(), password)
+                }
+                None => builder,
+            }
         })
     }
 
@@ -574,7 +613,13 @@ impl fmt::Display for CacheSettings {
         };
         writeln!(f, "CACHE_TLS_CERT_FILE={}", path(cert))?;
         writeln!(f, "CACHE_TLS_KEY_FILE={}", path(key))?;
-        write!(f, "CACHE_TLS_INSECURE={}", self.tls_insecure)
+        writeln!(f, "CACHE_TLS_INSECURE={}", self.tls_insecure)?;
+        let (username, password) = match &self.sentinel_credentials {
+            Some((username, _)) => (username.as_deref().unwrap_or("(unset)"), "***"),
+            None => ("(unset)", "(unset)"),
+        };
+        writeln!(f, "CACHE_SENTINEL_USERNAME={username}")?;
+        write!(f, "CACHE_SENTINEL_PASSWORD={password}")
     }
 }
 
