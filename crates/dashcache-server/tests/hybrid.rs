@@ -290,9 +290,10 @@ async fn the_read_limit_is_one_limit_across_instances_with_reservations() {
     );
     assert!(ok <= 100 + refilled, "{ok} admitted");
     assert!(ok >= 100 - 2 * 6, "{ok} admitted");
-    // Admitted checks came mostly from reservations; each refusal asked Redis.
+    // Admitted checks came mostly from reservations, and refusals were repeated in process
+    // for the hold (a round trip per check would be 300).
     assert!(
-        scripts < limited + ok / 2,
-        "{scripts} scripts for {ok} admitted"
+        scripts < (ok + limited) / 3,
+        "{scripts} scripts for {ok} admitted and {limited} refused"
     );
 }

@@ -64,9 +64,14 @@ async fn instances_with_reservations_never_admit_more_than_the_bucket() {
     assert!(allowed <= 641, "{allowed} admitted: {stats:?}");
     assert!(allowed >= 640 - 3 * 40, "{allowed} admitted: {stats:?}");
     let local: u64 = stats.iter().map(|s| s.answered_locally).sum();
+    let refused: u64 = stats.iter().map(|s| s.refused_locally).sum();
     let takes: u64 = stats.iter().map(|s| s.store_takes).sum();
-    assert_eq!(local + takes, 2400, "{stats:?}");
+    assert_eq!(local + refused + takes, 2400, "{stats:?}");
     assert!(local > 0, "hot buckets are answered in process: {stats:?}");
+    assert!(
+        refused > 0,
+        "and so are refusals of an empty one: {stats:?}"
+    );
     // Conservation: what was admitted, what Redis still has and what the instances hold
     // (their `remaining` is Redis's plus their own) add up to the bucket.
     let plain = RateLimiter::redis(redis_cache(&server).await, keys());
@@ -172,4 +177,38 @@ async fn small_buckets_stay_exact_under_contention() {
     }
     assert_eq!(allowed, 5);
     assert_eq!(stats.reservation_stats().unwrap().reserved, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_an_empty_bucket_is_refused_in_process() {
+    let server = RedisServer::start();
+    let clock = Clock::manual();
+    let (limiter, buckets) =
+        reserving(&server, Reservations::default().with_clock(clock.clone())).await;
+    let plain = RateLimiter::redis(redis_cache(&server).await, keys());
+    // The service's login rule: 5 a minute, too small to reserve for.
+    let rule = Rule::per_minute("login", 5).unwrap();
+    for _ in 0..5 {
+        assert!(limiter.check(&rule, "ip").await.unwrap().allowed);
+    }
+    let mut refusals = Vec::new();
+    for _ in 0..100 {
+        let decision = limiter.check(&rule, "ip").await.unwrap();
+        assert!(!decision.allowed);
+        refusals.push(decision.retry_after);
+    }
+    let stats = buckets.reservation_stats().unwrap();
+    // One round trip learned the refusal; the other 99 repeated it.
+    assert_eq!(
+        (stats.store_takes, stats.refused_locally),
+        (6, 99),
+        "{stats:?}"
+    );
+    assert!(refusals[99] <= refusals[0] && refusals[0] <= Duration::from_secs(12));
+    // Refusing took nothing from the bucket.
+    assert_eq!(plain.remaining(&rule, "ip").await.unwrap().remaining, 0);
+    // After the hold the store is asked again (and still refuses: 12 s per token).
+    clock.advance(Duration::from_millis(50));
+    assert!(!limiter.check(&rule, "ip").await.unwrap().allowed);
+    assert_eq!(buckets.reservation_stats().unwrap().store_takes, 7);
 }

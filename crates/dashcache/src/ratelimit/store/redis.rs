@@ -110,6 +110,10 @@ impl RedisBuckets {
     /// than 32 checks, is checked on Redis every time, exactly as without reservations. Within
     /// a reservation `RateLimit-Remaining` counts what this instance holds as remaining.
     ///
+    /// A refusal is repeated in process for the rest of the hold (or until its
+    /// `retry_after`, if sooner), for buckets of every size: a flood against an empty bucket
+    /// costs one round trip per hold per instance.
+    ///
     /// The cost: a reservation's tokens cannot admit checks on other instances until they are
     /// used or given back, so under a spread load a client may be refused while a few of its
     /// tokens sit on another instance (at most a 16th of its bucket per instance); and a

@@ -19,6 +19,13 @@
 //!   `max_batch` checks' worth, so what other instances cannot use meanwhile is small; a
 //!   bucket smaller than 32 checks is never reserved.
 //!
+//! - A refusal is remembered for the rest of the hold, or until its `retry_after` if sooner,
+//!   and repeated in process: a client hammering an empty bucket (a login flood) costs one
+//!   round trip per hold per instance, not one per request. That only ever refuses more: the
+//!   store would say the same until `retry_after`, unless another instance gave tokens back or
+//!   reset the bucket meanwhile (then this instance agrees within the hold). Buckets of every
+//!   size get this, small ones included.
+//!
 //! The one thing that changes: over a window of length `w`, the checks admitted are those whose
 //! tokens were taken in a window of `w + hold`, so a bucket may admit up to `refill × hold`
 //! more than a single check per token would (with the defaults, 50 ms of refill: 0.08 of a
@@ -116,6 +123,8 @@ pub struct ReservationStats {
     pub reserved: u64,
     /// Checks' worth of unused tokens given back.
     pub given_back: u64,
+    /// Checks refused in process, repeating a refusal the store gave within the hold.
+    pub refused_locally: u64,
 }
 
 /// One bucket's reservation on this instance.
@@ -132,6 +141,8 @@ struct Held {
     remaining: u64,
     reset_after: Duration,
     taken_at: Instant,
+    /// The store's last refusal, when it was given, and until when it is repeated.
+    refusal: Option<(Decision, Instant, Instant)>,
 }
 
 impl Held {
@@ -144,7 +155,22 @@ impl Held {
             remaining: 0,
             reset_after: Duration::ZERO,
             taken_at: now,
+            refusal: None,
         }
+    }
+
+    /// The remembered refusal, aged to `now`, while it holds.
+    fn refusal_at(&self, now: Instant) -> Option<Decision> {
+        let (decision, at, until) = self.refusal?;
+        if now >= until {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(at);
+        Some(Decision {
+            retry_after: decision.retry_after.saturating_sub(elapsed),
+            reset_after: decision.reset_after.saturating_sub(elapsed),
+            ..decision
+        })
     }
 }
 
@@ -162,6 +188,7 @@ pub(super) struct Table {
     config: Reservations,
     held: moka::sync::Cache<String, Arc<Mutex<Held>>>,
     answered_locally: AtomicU64,
+    refused_locally: AtomicU64,
     store_takes: AtomicU64,
     reserved: AtomicU64,
     given_back: AtomicU64,
@@ -179,6 +206,7 @@ impl Table {
             config,
             held,
             answered_locally: AtomicU64::new(0),
+            refused_locally: AtomicU64::new(0),
             store_takes: AtomicU64::new(0),
             reserved: AtomicU64::new(0),
             given_back: AtomicU64::new(0),
@@ -195,14 +223,24 @@ impl Table {
     /// Answers a check from `key`'s reservation, or says what to take from the store.
     pub(super) fn step(&self, key: &str, spec: Spec) -> Step {
         let cap = self.cap(spec);
+        let now = self.config.clock.now();
         if cap <= 1 {
+            // A small bucket has an entry only while it refuses.
+            if let Some(entry) = self.held.get(key) {
+                let held = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                if held.spec == spec
+                    && let Some(refused) = held.refusal_at(now)
+                {
+                    self.refused_locally.fetch_add(1, Ordering::Relaxed);
+                    return Step::Local(refused);
+                }
+            }
             self.store_takes.fetch_add(1, Ordering::Relaxed);
             return Step::Store {
                 count: 1,
                 give_back: 0,
             };
         }
-        let now = self.config.clock.now();
         let entry = self
             .held
             .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
@@ -210,6 +248,10 @@ impl Table {
         if held.spec != spec {
             // The rule changed under the same key: what is held was counted in other units.
             *held = Held::new(spec, now);
+        }
+        if let Some(refused) = held.refusal_at(now) {
+            self.refused_locally.fetch_add(1, Ordering::Relaxed);
+            return Step::Local(refused);
         }
         if held.left > 0 && now < held.until {
             held.left -= 1;
@@ -252,10 +294,20 @@ impl Table {
         granted: u64,
         mut decision: Decision,
     ) -> Decision {
+        let now = self.config.clock.now();
         if self.cap(spec) <= 1 {
+            if !decision.allowed {
+                let entry = self
+                    .held
+                    .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
+                let mut held = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                if held.spec != spec {
+                    *held = Held::new(spec, now);
+                }
+                held.refusal = Some(self.refusal(decision, now));
+            }
             return decision;
         }
-        let now = self.config.clock.now();
         let entry = self
             .held
             .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
@@ -266,11 +318,13 @@ impl Table {
         if !decision.allowed {
             // The bucket is empty: reserving from it would only take from other instances.
             held.batch = 1;
+            held.refusal = Some(self.refusal(decision, now));
             decision.remaining = decision
                 .remaining
                 .saturating_add(held.left.saturating_mul(spec.cost));
             return decision;
         }
+        held.refusal = None;
         let extra = granted.saturating_sub(1);
         if extra > 0 {
             self.reserved.fetch_add(extra, Ordering::Relaxed);
@@ -284,6 +338,16 @@ impl Table {
             .remaining
             .saturating_add(held.left.saturating_mul(spec.cost));
         decision
+    }
+
+    /// A refusal given at `now`, remembered for the rest of the hold or until its
+    /// `retry_after`, whichever is sooner.
+    fn refusal(&self, decision: Decision, now: Instant) -> (Decision, Instant, Instant) {
+        (
+            decision,
+            now,
+            now + decision.retry_after.min(self.config.hold),
+        )
     }
 
     /// Tokens (not checks) this instance holds for `key`, live or to give back.
@@ -302,6 +366,7 @@ impl Table {
     pub(super) fn stats(&self) -> ReservationStats {
         ReservationStats {
             answered_locally: self.answered_locally.load(Ordering::Relaxed),
+            refused_locally: self.refused_locally.load(Ordering::Relaxed),
             store_takes: self.store_takes.load(Ordering::Relaxed),
             reserved: self.reserved.load(Ordering::Relaxed),
             given_back: self.given_back.load(Ordering::Relaxed),
@@ -387,6 +452,43 @@ mod tests {
         clock.advance(Duration::from_millis(50));
         assert_eq!(count(&table.step("k", s)), Some((4, left)));
         assert_eq!(table.held_tokens("k"), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_repeated_in_process_until_its_retry_or_the_hold_ends() {
+        let clock = Clock::manual();
+        let table = Table::new(Reservations::default().with_clock(clock.clone()));
+        let mut refused = allowed(0);
+        refused.allowed = false;
+        refused.retry_after = Duration::from_millis(20);
+        // A small bucket (never reserved for) and a large one.
+        for s in [spec(5, 5, 60_000, 1), spec(6400, 6400, 60_000, 1)] {
+            assert!(count(&table.step("k", s)).is_some());
+            table.record("k", s, 0, refused);
+            clock.advance(Duration::from_millis(5));
+            match table.step("k", s) {
+                Step::Local(d) => {
+                    assert!(!d.allowed);
+                    assert_eq!(d.retry_after, Duration::from_millis(15), "aged");
+                }
+                Step::Store { .. } => panic!("the refusal was not repeated"),
+            }
+            // At its retry time the store is asked again.
+            clock.advance(Duration::from_millis(15));
+            assert!(count(&table.step("k", s)).is_some());
+            table.record("k", s, 1, allowed(0));
+            table.held.invalidate("k");
+        }
+        // A long retry is repeated only for the hold.
+        let s = spec(5, 5, 60_000, 1);
+        refused.retry_after = Duration::from_secs(10);
+        table.step("k", s);
+        table.record("k", s, 0, refused);
+        clock.advance(Duration::from_millis(49));
+        assert!(count(&table.step("k", s)).is_none());
+        clock.advance(Duration::from_millis(1));
+        assert!(count(&table.step("k", s)).is_some());
+        assert_eq!(table.stats().refused_locally, 3);
     }
 
     #[test]
