@@ -20,9 +20,10 @@ use crate::redis::RedisCache;
 /// tokens remaining, retry ms, reset ms, and the checks taken.
 ///
 /// The arithmetic follows `bucket::decide` operation for operation, in the same double
-/// precision; taking several checks is that step repeated, and giving tokens back (after the
-/// refill, capped at full) leaves the bucket as if they had never been taken. The server's clock, not each app server's, drives the bucket, so every instance
-/// of a service agrees. The hash expires once the bucket would be full again (plus a margin):
+/// precision (all of them integers below 2⁵³, so exact); taking several checks takes as many
+/// whole `need`s as fit, up to the count, and giving tokens back (after the refill, capped at
+/// full) leaves the bucket as if they had never been taken. The server's clock, not each app
+/// server's, drives the bucket, so every instance of a service agrees. The hash expires once the bucket would be full again (plus a margin):
 /// a missing bucket is a full one.
 const TAKE: &str = RedisBuckets::SCRIPT;
 
@@ -57,12 +58,15 @@ local allowed = units >= need
 local taken = 0
 if allowed and ARGV[5] == '1' then
   local count = tonumber(ARGV[8] or '1')
-  units = units - need
   taken = 1
-  while taken < count and units >= need do
-    units = units - need
-    taken = taken + 1
+  if count > 1 then
+    local fit = math.floor(units / need)
+    if fit * need > units then
+      fit = fit - 1
+    end
+    taken = math.max(1, math.min(count, fit))
   end
+  units = units - taken * need
 end
 local retry = 0
 if not allowed then
