@@ -32,7 +32,7 @@
 //! token for 100 a minute).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
@@ -219,6 +219,12 @@ impl Table {
         }
     }
 
+    /// `key`'s entry, made for `spec` when there is none.
+    fn entry(&self, key: &str, spec: Spec, now: Instant) -> Arc<Mutex<Held>> {
+        self.held
+            .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))))
+    }
+
     /// The largest reservation for `spec`, in checks: 1 (none) for small buckets.
     fn cap(&self, spec: Spec) -> u64 {
         (spec.capacity / spec.cost.max(1) / SHARE)
@@ -247,14 +253,8 @@ impl Table {
                 give_back: 0,
             };
         }
-        let entry = self
-            .held
-            .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
-        let mut held = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.spec != spec {
-            // The rule changed under the same key: what is held was counted in other units.
-            *held = Held::new(spec, now);
-        }
+        let entry = self.entry(key, spec, now);
+        let mut held = lock_for(&entry, spec, now);
         if let Some(refused) = held.refusal_at(now) {
             self.refused_locally.fetch_add(1, Ordering::Relaxed);
             return Step::Local(refused);
@@ -303,20 +303,12 @@ impl Table {
         let now = self.config.clock.now();
         if self.cap(spec) <= 1 {
             if !decision.allowed {
-                let entry = self
-                    .held
-                    .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
-                let mut held = entry.lock().unwrap_or_else(PoisonError::into_inner);
-                if held.spec != spec {
-                    *held = Held::new(spec, now);
-                }
-                held.refusal = Some(self.refusal(decision, now));
+                let entry = self.entry(key, spec, now);
+                lock_for(&entry, spec, now).refusal = Some(self.refusal(decision, now));
             }
             return decision;
         }
-        let entry = self
-            .held
-            .get_with_by_ref(key, || Arc::new(Mutex::new(Held::new(spec, now))));
+        let entry = self.entry(key, spec, now);
         let mut held = entry.lock().unwrap_or_else(PoisonError::into_inner);
         if held.spec != spec {
             return decision;
@@ -378,6 +370,16 @@ impl Table {
             given_back: self.given_back.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Locks `entry` for a check of `spec`, starting it afresh when the rule changed under the
+/// same key (what it held was counted in other units).
+fn lock_for(entry: &Mutex<Held>, spec: Spec, now: Instant) -> MutexGuard<'_, Held> {
+    let mut held = entry.lock().unwrap_or_else(PoisonError::into_inner);
+    if held.spec != spec {
+        *held = Held::new(spec, now);
+    }
+    held
 }
 
 #[cfg(test)]
