@@ -6,6 +6,7 @@
 //! - [`RedisCluster`] (three masters, three replicas), [`RedisSentinels`] (a master, a
 //!   replica, three sentinels) and [`TlsRedis`] (with certificates made by [`TestCerts`]).
 //! - [`conformance`] is the one suite every [`Cache`](dashcache::Cache) backend must pass.
+//! - [`modules`] checks that a crate's top-level modules import each other without loops.
 //! - [`process`] and [`load`] are the panic-free parts, for tools as well as tests: without the
 //!   `harness` feature they are all there is.
 //!
@@ -26,6 +27,9 @@ pub mod conformance;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod harness;
+#[cfg(feature = "harness")]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+pub mod modules;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod postgres;

@@ -27,13 +27,13 @@
 //! counters, like `Sealed`.
 
 use std::cell::RefCell;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};
+use crate::cache::{Cache, Limits};
+use crate::codec::{Encoded, ValueCodec};
 use crate::error::{Error, ErrorKind, Result};
+use crate::vars;
 
 /// The marker every value `Compressed` tags starts with: a NUL byte, which no JSON or text
 /// value begins with.
@@ -55,14 +55,18 @@ pub struct Compression {
     pub level: i32,
     /// The largest value, uncompressed (default 8 MiB, the backends' default limit).
     pub max_value_bytes: usize,
+    /// False: values are written plain (and still read compressed); see
+    /// [`reading_only`](Self::reading_only).
+    writes: bool,
 }
 
 impl Default for Compression {
     fn default() -> Self {
         Self {
-            min_bytes: 1024,
-            level: 3,
+            min_bytes: vars::CACHE_COMPRESS_MIN_BYTES.default as usize,
+            level: vars::CACHE_COMPRESS_LEVEL.default as i32,
             max_value_bytes: Limits::default().max_value_bytes,
+            writes: true,
         }
     }
 }
@@ -89,7 +93,16 @@ impl Compression {
         self
     }
 
-    /// The stored form of `value` under `key`.
+    /// Reads compressed values but writes plain ones (what
+    /// [`Compressed::passthrough`](Encoded::passthrough) uses).
+    #[must_use]
+    pub fn reading_only(mut self) -> Self {
+        self.writes = false;
+        self
+    }
+
+    /// The stored form of `value` under `key`, compressed (whether or not this configuration
+    /// writes compressed values: that is for the [`ValueCodec`] to decide).
     ///
     /// # Errors
     /// [`ErrorKind::TooLarge`] when `value` is above the limit; [`ErrorKind::Serialize`] when
@@ -203,7 +216,33 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Compresses large values on their way into `C` and inflates them on the way out.
+impl ValueCodec for Compression {
+    fn encode_value(&self, key: &str, value: &Bytes) -> Result<Bytes> {
+        if self.writes {
+            return self.encode(key, value);
+        }
+        // Reading only: plain, but a value that looks tagged is escaped, or it would not read
+        // back as itself.
+        Limits::default()
+            .with_max_value_bytes(self.max_value_bytes)
+            .check_value(key, value)?;
+        if value.starts_with(MARKER) {
+            return Compression {
+                min_bytes: usize::MAX,
+                ..*self
+            }
+            .encode(key, value);
+        }
+        Ok(value.clone())
+    }
+
+    fn decode_value(&self, key: &str, stored: Bytes) -> Result<Bytes> {
+        self.decode(key, stored)
+    }
+}
+
+/// Compresses large values on their way into `C` and inflates them on the way out: `C` with
+/// a [`Compression`] as its [codec](crate::codec).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -219,160 +258,18 @@ thread_local! {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
-pub struct Compressed<C> {
-    inner: C,
-    config: Compression,
-    writes: bool,
-}
+pub type Compressed<C> = Encoded<C, Compression>;
 
-impl<C: Cache> Compressed<C> {
-    /// Compresses values written to `inner` as `config` says.
-    pub fn new(inner: C, config: Compression) -> Self {
-        Self {
-            inner,
-            config,
-            writes: true,
-        }
-    }
-
+impl<C: Cache> Encoded<C, Compression> {
     /// Reads compressed values but writes plain ones: the first step of turning compression
     /// off, or of a rolling upgrade whose old instances cannot read compressed values yet.
     pub fn passthrough(inner: C, config: Compression) -> Self {
-        Self {
-            inner,
-            config,
-            writes: false,
-        }
-    }
-
-    /// The cache underneath (which sees the stored form).
-    pub fn inner(&self) -> &C {
-        &self.inner
+        Self::new(inner, config.reading_only())
     }
 
     /// The configuration.
     pub fn config(&self) -> Compression {
-        self.config
-    }
-
-    fn encode(&self, key: &str, value: &Bytes) -> Result<Bytes> {
-        if self.writes {
-            return self.config.encode(key, value);
-        }
-        Limits::default()
-            .with_max_value_bytes(self.config.max_value_bytes)
-            .check_value(key, value)?;
-        if value.starts_with(MARKER) {
-            // Even plain, a marker must be escaped to read back as itself.
-            return Compression {
-                min_bytes: usize::MAX,
-                ..self.config
-            }
-            .encode(key, value);
-        }
-        Ok(value.clone())
-    }
-
-    fn decode(&self, key: &str, value: Option<Bytes>) -> Result<Option<Bytes>> {
-        value.map(|v| self.config.decode(key, v)).transpose()
-    }
-}
-
-#[async_trait]
-impl<C: Cache> Cache for Compressed<C> {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let value = self.inner.get(key).await?;
-        self.decode(key, value)
-    }
-
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        let stored = self.encode(key, &value)?;
-        self.inner.set(key, stored, ttl).await
-    }
-
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        let stored = self.encode(key, &value)?;
-        self.inner.set_if_absent(key, stored, ttl).await
-    }
-
-    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
-        let value = self.inner.take(key).await?;
-        self.decode(key, value)
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let values = self.inner.get_many(keys).await?;
-        keys.iter()
-            .zip(values)
-            .map(|(key, value)| self.decode(key, value))
-            .collect()
-    }
-
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let stored = entries
-            .iter()
-            .map(|(k, v)| self.encode(k, v).map(|s| (*k, s)))
-            .collect::<Result<Vec<_>>>()?;
-        self.inner.set_many(&stored, ttl).await
-    }
-
-    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
-        self.inner.increment(key, delta, ttl_on_create).await
-    }
-
-    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        self.inner.expire(key, ttl).await
-    }
-
-    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        self.inner.ttl(key).await
-    }
-
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
-        self.inner.delete_pattern(pattern).await
-    }
-
-    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
-        self.inner.set_add(key, members, ttl).await
-    }
-
-    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
-        self.inner.set_remove(key, members).await
-    }
-
-    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
-        self.inner.set_members(key).await
-    }
-
-    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
-        let stored = writes
-            .iter()
-            .map(|w| {
-                Ok(match w {
-                    Write::Set(k, v, ttl) => Write::Set(k, self.encode(k, v)?, *ttl),
-                    Write::Replace(k, v) => Write::Replace(k, self.encode(k, v)?),
-                    other => other.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.inner.write_if(conditions, &stored).await
-    }
-
-    async fn ping(&self) -> Result<Duration> {
-        self.inner.ping().await
+        *self.codec()
     }
 }
 

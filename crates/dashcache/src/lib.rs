@@ -69,6 +69,7 @@ pub mod aside;
 pub mod authz;
 pub mod cache;
 pub mod clock;
+pub mod codec;
 #[cfg(feature = "compression")]
 pub mod compress;
 pub mod error;
@@ -89,6 +90,8 @@ pub mod sealed;
 pub mod session;
 pub mod settings;
 pub mod token;
+pub mod url;
+pub mod vars;
 
 pub use aside::CacheAside;
 pub use cache::{Cache, Condition, KeyTtl, Limits, Ttl, Write};

@@ -18,18 +18,16 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use crate::cache::{Cache, Condition, KeyTtl, Ttl, Write};
+use crate::codec::{Encoded, ValueCodec};
 use crate::error::{Error, ErrorKind, Result};
 
 const VERSION: u8 = 1;
@@ -189,7 +187,18 @@ impl Keyring {
     }
 }
 
-/// Encrypts values on their way into `C` and decrypts them on the way out.
+impl ValueCodec for Keyring {
+    fn encode_value(&self, key: &str, value: &Bytes) -> Result<Bytes> {
+        self.seal(key, value)
+    }
+
+    fn decode_value(&self, key: &str, stored: Bytes) -> Result<Bytes> {
+        self.open(key, &stored).map(Bytes::from)
+    }
+}
+
+/// Encrypts values on their way into `C` and decrypts them on the way out: `C` with the
+/// [`Keyring`] as its [codec](crate::codec).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -203,132 +212,7 @@ impl Keyring {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
-pub struct Sealed<C> {
-    inner: C,
-    keyring: Keyring,
-}
-
-impl<C: Cache> Sealed<C> {
-    /// Seals values written to `inner` with `keyring`'s current key.
-    pub fn new(inner: C, keyring: Keyring) -> Self {
-        Self { inner, keyring }
-    }
-
-    /// The cache underneath (which sees only sealed bytes).
-    pub fn inner(&self) -> &C {
-        &self.inner
-    }
-
-    fn open_all(&self, keys: &[&str], values: Vec<Option<Bytes>>) -> Result<Vec<Option<Bytes>>> {
-        keys.iter()
-            .zip(values)
-            .map(|(key, value)| {
-                value
-                    .map(|v| self.keyring.open(key, &v).map(Bytes::from))
-                    .transpose()
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl<C: Cache> Cache for Sealed<C> {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        match self.inner.get(key).await? {
-            Some(v) => self.keyring.open(key, &v).map(|v| Some(Bytes::from(v))),
-            None => Ok(None),
-        }
-    }
-
-    async fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        let sealed = self.keyring.seal(key, &value)?;
-        self.inner.set(key, sealed, ttl).await
-    }
-
-    async fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        let sealed = self.keyring.seal(key, &value)?;
-        self.inner.set_if_absent(key, sealed, ttl).await
-    }
-
-    async fn take(&self, key: &str) -> Result<Option<Bytes>> {
-        match self.inner.take(key).await? {
-            Some(v) => self.keyring.open(key, &v).map(|v| Some(Bytes::from(v))),
-            None => Ok(None),
-        }
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    async fn delete_many(&self, keys: &[&str]) -> Result<u64> {
-        self.inner.delete_many(keys).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
-        let values = self.inner.get_many(keys).await?;
-        self.open_all(keys, values)
-    }
-
-    async fn set_many(&self, entries: &[(&str, Bytes)], ttl: Ttl) -> Result<()> {
-        let sealed = entries
-            .iter()
-            .map(|(k, v)| self.keyring.seal(k, v).map(|s| (*k, s)))
-            .collect::<Result<Vec<_>>>()?;
-        self.inner.set_many(&sealed, ttl).await
-    }
-
-    async fn increment(&self, key: &str, delta: i64, ttl_on_create: Option<Ttl>) -> Result<i64> {
-        self.inner.increment(key, delta, ttl_on_create).await
-    }
-
-    async fn expire(&self, key: &str, ttl: Ttl) -> Result<bool> {
-        self.inner.expire(key, ttl).await
-    }
-
-    async fn ttl(&self, key: &str) -> Result<KeyTtl> {
-        self.inner.ttl(key).await
-    }
-
-    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
-        self.inner.delete_pattern(pattern).await
-    }
-
-    async fn set_add(&self, key: &str, members: &[Bytes], ttl: Ttl) -> Result<u64> {
-        self.inner.set_add(key, members, ttl).await
-    }
-
-    async fn set_remove(&self, key: &str, members: &[Bytes]) -> Result<u64> {
-        self.inner.set_remove(key, members).await
-    }
-
-    async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
-        self.inner.set_members(key).await
-    }
-
-    async fn write_if(&self, conditions: &[Condition<'_>], writes: &[Write<'_>]) -> Result<bool> {
-        let sealed = writes
-            .iter()
-            .map(|w| {
-                Ok(match w {
-                    Write::Set(k, v, ttl) => Write::Set(k, self.keyring.seal(k, v)?, *ttl),
-                    Write::Replace(k, v) => Write::Replace(k, self.keyring.seal(k, v)?),
-                    other => other.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.inner.write_if(conditions, &sealed).await
-    }
-
-    async fn ping(&self) -> Result<Duration> {
-        self.inner.ping().await
-    }
-}
+pub type Sealed<C> = Encoded<C, Keyring>;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,7 @@ pub struct NewUser {
 /// # Errors
 /// A malformed id, a password shorter than 12 characters, a taken id, or database errors.
 pub async fn create(database_url: &str, user: NewUser) -> Result<String, CliError> {
-    crate::routes::check_id(&user.id).map_err(|e| e.to_string())?;
+    crate::ids::check_id(&user.id).map_err(|e| e.to_string())?;
     let secret = match std::env::var(PASSWORD_VAR) {
         Ok(secret) => secret,
         Err(_) => {

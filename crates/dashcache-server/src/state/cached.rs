@@ -6,8 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use dashcache::Ttl;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use dashcache::aside::CachedValue;
 
 use super::{AppState, LoadFailure};
 use crate::db::{Account, Connection, Db, DbError, SecurityVersions, User};
@@ -32,7 +31,7 @@ impl AppState {
         load: F,
     ) -> Result<Option<T>, AppError>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: CachedValue,
         F: FnOnce(Db) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, DbError>> + Send + 'static,
     {

@@ -87,7 +87,7 @@ impl AppState {
             )));
         }
         if let Some(c) = cursor {
-            crate::routes::check_id(c)?;
+            crate::ids::check_id(c)?;
         }
         let db = self.inner.db.clone();
         let (owned, after) = (account.to_owned(), cursor.map(str::to_owned));
@@ -135,7 +135,7 @@ impl AppState {
         description: String,
     ) -> Result<Transaction, AppError> {
         let posted_at = now_ms();
-        let suffix = crate::routes::new_id("")?;
+        let suffix = crate::ids::new_id("")?;
         let t = Transaction {
             id: format!("t{posted_at:013}{}", &suffix[..8]),
             account_id: account.to_owned(),

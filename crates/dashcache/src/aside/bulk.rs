@@ -4,14 +4,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::envelope::decode;
-use super::fence::{Seen, fence_key};
-use super::{CacheAside, Fill, LoaderTimeout};
+use super::fence::fence_key;
+use super::{CacheAside, CachedValue, Ending, Fill, Found, LoaderTimeout};
 use crate::cache::Ttl;
-use crate::metrics::Event;
 
 impl CacheAside {
     /// The bulk form: one round trip looks every key up; the loader is called once, with only
@@ -31,7 +26,7 @@ impl CacheAside {
         loader: F,
     ) -> Result<Vec<Option<T>>, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: CachedValue,
         E: From<LoaderTimeout>,
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, T>, E>>,
@@ -55,7 +50,7 @@ impl CacheAside {
         loader: F,
     ) -> Result<Vec<Option<T>>, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: CachedValue,
         E: From<LoaderTimeout> + Send + 'static,
         F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<String, T>, E>> + Send + 'static,
@@ -82,48 +77,44 @@ impl CacheAside {
         near: &mut Vec<(String, u64)>,
     ) -> Result<Vec<Option<T>>, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: CachedValue,
         E: From<LoaderTimeout>,
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, T>, E>>,
     {
         let inner = &self.inner;
-        let now = inner.clock.unix_millis();
         let mut found: Vec<Option<Option<T>>> = vec![None; keys.len()];
         let mut stale: Vec<Option<Option<T>>> = vec![None; keys.len()];
-        let bypassed = match inner.cache.get_many(keys).await {
-            Ok(values) => {
-                for (i, (key, value)) in keys.iter().zip(values).enumerate() {
-                    let Some(bytes) = value else { continue };
-                    match decode::<Option<T>>(key, &bytes) {
-                        Ok(env) if env.fresh_at(now) => {
-                            if env.value.is_some() && self.near_expiry(env.fresh_until, ttl) {
-                                near.push(((*key).to_owned(), env.fresh_until));
-                            }
-                            found[i] = Some(env.value);
-                        }
-                        Ok(env) => stale[i] = Some(env.value),
-                        Err(e) => inner.cache_failed(key, &e, false),
-                    }
-                }
-                false
-            }
+        let (reads, bypassed) = match inner.cache.get_many(keys).await {
+            Ok(values) => (values.into_iter().map(Ok).collect::<Vec<_>>(), false),
+            // One failure for the batch, logged and counted once; every key is then bypassed.
             Err(e) => {
-                inner.cache_failed(keys.first().copied().unwrap_or_default(), &e, true);
-                true
+                let first = keys.first().copied().unwrap_or_default();
+                inner.cache_failed(first, &e, true);
+                (Vec::new(), true)
             }
         };
+        for (i, (key, read)) in keys.iter().zip(reads).enumerate() {
+            match inner.classify::<Option<T>>(key, read, None) {
+                Found::Fresh(env) => {
+                    if env.value.is_some() && self.near_expiry(env.fresh_until, ttl) {
+                        near.push(((*key).to_owned(), env.fresh_until));
+                    }
+                    found[i] = inner
+                        .settle::<_, ()>(key, Ending::Cached(env.value))
+                        .result
+                        .ok();
+                }
+                Found::Stale(value) => stale[i] = Some(value),
+                Found::Absent | Found::Failed => {}
+            }
+        }
         let missing: Vec<String> = keys
             .iter()
             .zip(&found)
             .filter(|(_, f)| f.is_none())
             .map(|(k, _)| (*k).to_owned())
             .collect();
-        for (key, f) in keys.iter().zip(&found) {
-            if f.is_some() {
-                inner.count(key, Event::Hit, true);
-            }
-        }
         if missing.is_empty() {
             return Ok(found.into_iter().map(Option::flatten).collect());
         }
@@ -134,10 +125,10 @@ impl CacheAside {
             let refs: Vec<&str> = fences.iter().map(String::as_str).collect();
             let seen = inner.cache.get_many(&refs).await.ok();
             for (i, key) in missing.iter().enumerate() {
-                let fill = seen
-                    .as_ref()
-                    .and_then(|s| Seen::parse(s.get(i)?.as_ref(), &inner.clock))
-                    .map_or(Fill::Unfenceable, Fill::Fenced);
+                let fill = match &seen {
+                    Some(seen) => inner.fill_from(seen.get(i).and_then(Option::as_ref)),
+                    None => Fill::Unfenceable,
+                };
                 fills.insert(key.as_str(), fill);
             }
         }
@@ -150,18 +141,19 @@ impl CacheAside {
         };
         let mut loaded = match loaded {
             Ok(map) => map,
-            Err(e) => {
-                let all_stale = keys
-                    .iter()
-                    .enumerate()
-                    .all(|(i, _)| found[i].is_some() || stale[i].is_some());
-                if !all_stale {
-                    return Err(e);
-                }
+            // Stale values stand in only when every missing key has one.
+            Err(e) if (0..keys.len()).any(|i| found[i].is_none() && stale[i].is_none()) => {
+                return Err(e);
+            }
+            Err(_) => {
                 for (i, key) in keys.iter().enumerate() {
                     if found[i].is_none() {
-                        inner.count(key, Event::Stale, false);
-                        found[i] = stale[i].take();
+                        let ending = Ending::<_, ()>::Loaded {
+                            result: Err(()),
+                            stale: stale[i].take(),
+                            bypassed,
+                        };
+                        found[i] = inner.settle(key, ending).result.ok();
                     }
                 }
                 return Ok(found.into_iter().map(Option::flatten).collect());
@@ -170,14 +162,13 @@ impl CacheAside {
         let mut fresh = vec![false; keys.len()];
         for (i, key) in keys.iter().enumerate() {
             if found[i].is_none() {
-                found[i] = Some(loaded.remove(*key));
-                fresh[i] = true;
-                let event = if bypassed {
-                    Event::Bypassed
-                } else {
-                    Event::Miss
+                let ending = Ending::<_, ()>::Loaded {
+                    result: Ok(loaded.remove(*key)),
+                    stale: None,
+                    bypassed,
                 };
-                inner.count(key, event, !bypassed);
+                found[i] = inner.settle(key, ending).result.ok();
+                fresh[i] = true;
             }
         }
         if !bypassed {

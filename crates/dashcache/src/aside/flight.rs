@@ -7,18 +7,14 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared, WeakShared};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::envelope::decode;
 use super::fence::fence_key;
 use super::lease::{Claim, LeaseConfig, Waited};
 use super::tags;
-use super::{CacheAside, Fill, Inner, LoaderTimeout};
+use super::{CacheAside, CachedValue, Fill, Found, Inner, LoadError, LoaderTimeout};
 use crate::cache::Ttl;
 use crate::metrics::Event;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, WeakShared};
 
 /// A load in progress: a weak handle to its shared future, so an abandoned load (every caller
 /// gone) frees itself instead of pinning the loader in the table.
@@ -51,8 +47,8 @@ impl CacheAside {
         loader: F,
     ) -> FlightResult<V, E>
     where
-        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        V: CachedValue,
+        E: LoadError,
         P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -130,8 +126,8 @@ async fn run_flight<V, E, P, F, Fut>(
     loader: F,
 ) -> FlightResult<V, E>
 where
-    V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+    V: CachedValue,
+    E: LoadError,
     P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -210,7 +206,7 @@ impl Inner {
     /// The fresh value a flight that just finished wrote, or how to commit a new one: the
     /// key's generation (and its tags' versions, created if missing) is read in the same
     /// round trip, before the loader runs.
-    pub(super) async fn before_load<V: DeserializeOwned>(
+    pub(super) async fn before_load<V: CachedValue>(
         &self,
         key: &str,
         tags: &[String],
@@ -232,10 +228,9 @@ impl Inner {
         };
         let (head, tag_found) = found.split_at(2.min(found.len()));
         let current = tags::current_versions(tag_found);
+        let versions = (!tags.is_empty()).then_some(&current);
         if let Some(Some(bytes)) = head.first()
-            && let Ok(env) = decode::<V>(key, bytes)
-            && env.fresh_at(self.clock.unix_millis())
-            && (tags.is_empty() || current.as_ref() == Some(&env.tags))
+            && let Ok(Found::Fresh(env)) = self.judge::<V>(key, bytes, versions)
         {
             return Ok(env.value);
         }
@@ -255,7 +250,7 @@ impl Inner {
 
     /// Takes `key`'s lease (the value and how to commit it) or waits for the holder's value;
     /// a wait that ends without one takes the lease in turn, or loads unleased at the bound.
-    async fn lease_or_wait<V: DeserializeOwned>(
+    async fn lease_or_wait<V: CachedValue>(
         &self,
         key: &str,
         mut fill: Fill,

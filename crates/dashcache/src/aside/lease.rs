@@ -17,11 +17,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 
 use super::envelope::decode;
 use super::fence::{Seen, fence_key, lease_key, new_generation};
-use super::{Fill, Inner};
+use super::{CachedValue, Fill, Found, Inner};
 use crate::cache::{Condition, Ttl, Write};
 use crate::metrics::Event;
 
@@ -107,7 +106,7 @@ impl Inner {
     /// Waits until `deadline` for the lease holder's value of `key`; `fill` is how a load
     /// would commit as of the last read, `tags` the tag versions the lookup read (empty when
     /// untagged).
-    pub(super) async fn wait_for<V: DeserializeOwned>(
+    pub(super) async fn wait_for<V: CachedValue>(
         &self,
         key: &str,
         mut fill: Fill,
@@ -154,10 +153,10 @@ impl Inner {
     }
 
     /// The value in `bytes` if it decodes and is still fresh.
-    pub(super) fn fresh<V: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<V> {
-        decode::<V>(key, bytes)
-            .ok()
-            .filter(|env| env.fresh_at(self.clock.unix_millis()))
-            .map(|env| env.value)
+    pub(super) fn fresh<V: CachedValue>(&self, key: &str, bytes: &[u8]) -> Option<V> {
+        match self.judge::<V>(key, bytes, None) {
+            Ok(Found::Fresh(env)) => Some(env.value),
+            _ => None,
+        }
     }
 }

@@ -62,6 +62,7 @@ use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::fallback::BurstLog;
 use crate::metrics::{CacheMetrics, Event};
+use crate::vars;
 
 /// How one lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +100,18 @@ impl fmt::Display for LoaderTimeout {
 }
 
 impl std::error::Error for LoaderTimeout {}
+
+/// What a cached value must be: JSON both ways, `Clone` (every waiter of a single-flight gets
+/// its own copy) and shareable across tasks. Implemented for every such type.
+pub trait CachedValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CachedValue for T {}
+
+/// What a single-flighted loader's error must be: a timed-out load can be reported in its
+/// terms, and every waiter gets its own copy. Implemented for every such type.
+pub trait LoadError: From<LoaderTimeout> + Clone + Send + Sync + 'static {}
+
+impl<E: From<LoaderTimeout> + Clone + Send + Sync + 'static> LoadError for E {}
 
 /// Cache-aside over any [`Cache`]. Cheap to clone: clones share the single-flight table.
 ///
@@ -176,7 +189,7 @@ impl CacheAside {
     pub fn builder(cache: Arc<dyn Cache>) -> CacheAsideBuilder {
         CacheAsideBuilder {
             cache,
-            jitter: 0.1,
+            jitter: vars::CACHE_TTL_JITTER_PERCENT.default as f64 / 100.0,
             stale_for: None,
             negative_ttl: None,
             loader_timeout: None,
@@ -197,8 +210,8 @@ impl CacheAside {
     /// The loader's error when it fails and no stale value can stand in.
     pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, ttl: Ttl, loader: F) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -208,8 +221,8 @@ impl CacheAside {
     /// As [`get_or_load`](Self::get_or_load), with the outcome.
     pub async fn load<T, E, F, Fut>(&self, key: &str, ttl: Ttl, loader: F) -> Lookup<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -233,8 +246,8 @@ impl CacheAside {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -250,8 +263,8 @@ impl CacheAside {
         loader: F,
     ) -> Lookup<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -259,11 +272,12 @@ impl CacheAside {
             Ok(keys) => keys,
             Err(e) => {
                 self.inner.cache_failed(key, &e, true);
-                self.inner.count(key, Event::Bypassed, false);
-                return Lookup {
+                let ending = Ending::Loaded {
                     result: loader().await,
-                    outcome: Outcome::Bypassed,
+                    stale: None,
+                    bypassed: true,
                 };
+                return self.inner.settle(key, ending);
             }
         };
         self.lookup(key, &tag_keys, move |_: &T| Some(ttl), loader)
@@ -283,8 +297,8 @@ impl CacheAside {
         loader: F,
     ) -> Result<Option<T>, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
     {
@@ -299,8 +313,8 @@ impl CacheAside {
         loader: F,
     ) -> Lookup<Option<T>, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        T: CachedValue,
+        E: LoadError,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
     {
@@ -340,15 +354,13 @@ impl CacheAside {
         loader: F,
     ) -> Lookup<V, E>
     where
-        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        V: CachedValue,
+        E: LoadError,
         P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let inner = &self.inner;
-        let mut stale = None;
-        let mut bypassed = false;
         // The tags' current versions, read with the value; `None`: untagged.
         let mut versions = None;
         let cached = if tags.is_empty() {
@@ -365,88 +377,144 @@ impl CacheAside {
                 found.into_iter().next().flatten()
             })
         };
-        let current = |env: &envelope::Envelope<V>| match &versions {
-            None => true,
-            Some(now) => now.as_ref() == Some(&env.tags),
+        let (stale, bypassed) = match inner.classify::<V>(key, cached, versions.as_ref()) {
+            Found::Fresh(env) => {
+                if inner.refresh_ahead.is_some()
+                    && tags.is_empty()
+                    && let Some(ttl) = ttl_for(&env.value)
+                    && self.near_expiry(env.fresh_until, ttl)
+                {
+                    self.refresh_in_background(key, env.fresh_until, ttl_for, loader);
+                }
+                return inner.settle(key, Ending::<V, E>::Cached(env.value));
+            }
+            Found::Stale(value) => (Some(value), false),
+            Found::Absent => (None, false),
+            Found::Failed => (None, true),
         };
-        match cached {
-            // A tag was invalidated since the value's load began: neither fresh nor stale.
-            Ok(Some(bytes)) => match decode::<V>(key, &bytes).map(|env| (current(&env), env)) {
-                Ok((false, _)) => {}
-                Ok((true, env)) if env.fresh_at(inner.clock.unix_millis()) => {
-                    if inner.refresh_ahead.is_some()
-                        && tags.is_empty()
-                        && let Some(ttl) = ttl_for(&env.value)
-                        && self.near_expiry(env.fresh_until, ttl)
-                    {
-                        self.refresh_in_background(key, env.fresh_until, ttl_for, loader);
-                    }
-                    inner.count(key, Event::Hit, true);
-                    return Lookup {
-                        result: Ok(env.value),
-                        outcome: Outcome::Hit,
-                    };
-                }
-                Ok((true, env)) => stale = Some(env.value),
-                // The fresh value will overwrite the corrupt one.
-                Err(e) => inner.cache_failed(key, &e, false),
+        let ending = match self.flight(key, tags, bypassed, ttl_for, loader).await {
+            Ok((value, Source::Cached)) => Ending::Cached(value),
+            Ok((value, Source::Loaded)) => Ending::Loaded {
+                result: Ok(value),
+                stale,
+                bypassed,
             },
-            Ok(None) => {}
-            Err(e) => {
-                inner.cache_failed(key, &e, true);
-                bypassed = true;
-            }
-        }
-        match self.flight(key, tags, bypassed, ttl_for, loader).await {
-            Ok((value, Source::Cached)) => {
-                inner.count(key, Event::Hit, true);
-                Lookup {
-                    result: Ok(value),
-                    outcome: Outcome::Hit,
-                }
-            }
-            Ok((value, Source::Loaded)) if bypassed => {
-                inner.count(key, Event::Bypassed, false);
-                Lookup {
-                    result: Ok(value),
-                    outcome: Outcome::Bypassed,
-                }
-            }
-            Ok((value, Source::Loaded)) => {
-                inner.count(key, Event::Miss, true);
-                Lookup {
-                    result: Ok(value),
-                    outcome: Outcome::Miss,
-                }
-            }
-            Err(e) => match stale {
-                Some(value) => {
-                    inner.count(key, Event::Stale, false);
-                    Lookup {
-                        result: Ok(value),
-                        outcome: Outcome::Stale,
-                    }
-                }
-                None if bypassed => {
-                    inner.count(key, Event::Bypassed, false);
-                    Lookup {
-                        result: Err(e),
-                        outcome: Outcome::Bypassed,
-                    }
-                }
-                None => {
-                    inner.count(key, Event::Miss, true);
-                    Lookup {
-                        result: Err(e),
-                        outcome: Outcome::Miss,
-                    }
-                }
+            Err(e) => Ending::Loaded {
+                result: Err(e),
+                stale,
+                bypassed,
             },
-        }
+        };
+        inner.settle(key, ending)
     }
 }
 
+/// What the cache said about one key: decided in one place ([`Inner::classify`]) for the
+/// single and the bulk lookups.
+enum Found<V> {
+    /// A fresh value, current under its tags: the answer.
+    Fresh(envelope::Envelope<V>),
+    /// A value past its freshness: load, and serve it if the load fails.
+    Stale(V),
+    /// Nothing usable (missing, corrupt, or written before one of its tags changed): load.
+    Absent,
+    /// The cache failed: load, and write nothing back.
+    Failed,
+}
+
+/// How one lookup ended, before it is counted.
+enum Ending<V, E> {
+    /// From the cache (read now, or filled by another process or flight meanwhile).
+    Cached(V),
+    /// From the loader; `stale` stands in for a failed load; `bypassed`: the cache failed.
+    Loaded {
+        result: Result<V, E>,
+        stale: Option<V>,
+        bypassed: bool,
+    },
+}
+
 impl Inner {
+    /// What `read` (the cache's answer for `key`) means for a lookup. `versions` are the
+    /// tags' current versions for a tagged lookup (`Some(None)`: they could not be read, so
+    /// no tagged value is current). A corrupt value and a failed read are logged and counted
+    /// here.
+    fn classify<V: CachedValue>(
+        &self,
+        key: &str,
+        read: crate::Result<Option<Bytes>>,
+        versions: Option<&Option<Vec<i64>>>,
+    ) -> Found<V> {
+        let bytes = match read {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Found::Absent,
+            Err(e) => {
+                self.cache_failed(key, &e, true);
+                return Found::Failed;
+            }
+        };
+        match self.judge(key, &bytes, versions) {
+            Ok(found) => found,
+            // The fresh value will overwrite the corrupt one.
+            Err(e) => {
+                self.cache_failed(key, &e, false);
+                Found::Absent
+            }
+        }
+    }
+
+    /// What the stored `bytes` of `key` are worth, quietly (the caller reports a corrupt
+    /// value): fresh, stale, or nothing when a tag changed since the value's load began.
+    fn judge<V: CachedValue>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        versions: Option<&Option<Vec<i64>>>,
+    ) -> crate::Result<Found<V>> {
+        let env = decode::<V>(key, bytes)?;
+        Ok(
+            if versions.is_some_and(|now| now.as_ref() != Some(&env.tags)) {
+                Found::Absent
+            } else if env.fresh_at(self.clock.unix_millis()) {
+                Found::Fresh(env)
+            } else {
+                Found::Stale(env.value)
+            },
+        )
+    }
+
+    /// The lookup's answer and outcome, counted: the one place that decides between hit,
+    /// miss, stale and bypassed.
+    fn settle<V, E>(&self, key: &str, ending: Ending<V, E>) -> Lookup<V, E> {
+        let (result, outcome) = match ending {
+            Ending::Cached(value) => (Ok(value), Outcome::Hit),
+            Ending::Loaded {
+                result: Err(_),
+                stale: Some(value),
+                ..
+            } => (Ok(value), Outcome::Stale),
+            Ending::Loaded {
+                result, bypassed, ..
+            } => (
+                result,
+                if bypassed {
+                    Outcome::Bypassed
+                } else {
+                    Outcome::Miss
+                },
+            ),
+        };
+        // Hits and misses are reads an `Instrumented` layer sees too; the others are not.
+        let (event, instrumented_sees_it) = match outcome {
+            Outcome::Hit => (Event::Hit, true),
+            Outcome::Miss => (Event::Miss, true),
+            Outcome::Stale => (Event::Stale, false),
+            Outcome::Bypassed => (Event::Bypassed, false),
+        };
+        self.count(key, event, instrumented_sees_it);
+        Lookup { result, outcome }
+    }
+
     /// Counts an event; one an `Instrumented` layer also sees (a read's hit or miss, a failed
     /// operation) only when no such layer counts into the same metrics.
     fn count(&self, key: &str, event: Event, instrumented_sees_it: bool) {

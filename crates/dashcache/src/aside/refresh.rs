@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::envelope::decode;
 use super::fence::fence_key;
 use super::lease::Claim;
-use super::{CacheAside, Inner, LoaderTimeout};
+use super::{CacheAside, CachedValue, Inner, LoadError, LoaderTimeout};
 use crate::cache::Ttl;
 use crate::metrics::Event;
 
@@ -43,8 +43,8 @@ impl CacheAside {
         ttl_for: P,
         loader: F,
     ) where
-        V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        E: From<LoaderTimeout> + Clone + Send + Sync + 'static,
+        V: CachedValue,
+        E: LoadError,
         P: Fn(&V) -> Option<Ttl> + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,

@@ -5,10 +5,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::{CacheAside, LoaderTimeout};
+use super::{CacheAside, CachedValue, LoaderTimeout};
 use crate::cache::Ttl;
 
 /// What one [`CacheAside::warm`] did.
@@ -61,7 +58,7 @@ impl CacheAside {
         mut loader: F,
     ) -> WarmReport
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: CachedValue,
         E: From<LoaderTimeout>,
         F: FnMut(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, T>, E>>,

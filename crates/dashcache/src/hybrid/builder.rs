@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::coherence::Coherence;
 use super::tracking::{self, Report};
-use super::{FillGate, HybridCache, Inner};
+use super::{HybridCache, Inner};
 use crate::error::{Error, Result};
 use crate::metrics::CacheMetrics;
+use crate::vars;
 use crate::{Keys, MemoryCache, RedisCache};
 
 /// Configures a [`HybridCache`]; see [`HybridCache::builder`].
@@ -27,10 +28,10 @@ impl HybridCacheBuilder {
     pub(super) fn new(l2: RedisCache) -> Self {
         Self {
             l2,
-            max_entries: 100_000,
-            max_bytes: 64 * 1024 * 1024,
-            max_ttl: Duration::from_secs(300),
-            staleness: Duration::from_secs(1),
+            max_entries: vars::CACHE_L1_MAX_ENTRIES.default,
+            max_bytes: vars::CACHE_L1_MAX_BYTES.default,
+            max_ttl: vars::CACHE_L1_MAX_TTL_SECS.default_duration(),
+            staleness: vars::CACHE_L1_STALENESS_MS.default_duration(),
             prefixes: Vec::new(),
             metrics: None,
         }
@@ -106,10 +107,11 @@ impl HybridCacheBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::invalid_argument("HybridCache must be built inside a Tokio runtime")
         })?;
-        if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&self.staleness) {
-            return Err(Error::invalid_argument(
-                "the staleness bound must be between 10 ms and 1 hour",
-            ));
+        let (least, most) = vars::CACHE_L1_STALENESS_MS.duration_bounds();
+        if !(least..=most).contains(&self.staleness) {
+            return Err(Error::invalid_argument(format!(
+                "the staleness bound must be between {least:?} and {most:?}"
+            )));
         }
         if self.max_entries == 0 || self.max_bytes == 0 || self.max_ttl < Duration::from_millis(1) {
             return Err(Error::invalid_argument(
@@ -154,7 +156,8 @@ impl HybridCacheBuilder {
                 metrics: self.metrics,
                 report,
                 task,
-                gate: Arc::new(FillGate::default()),
+                #[cfg(test)]
+                gate: Arc::default(),
             }),
         })
     }

@@ -1,5 +1,5 @@
 //! What keeps L1 honest: the proof that the invalidation channel is alive, the epochs that
-//! discard L1 wholesale, and the fence that keeps a fill from landing after an invalidation of
+//! discard L1 wholesale, and the fill tickets that keep a fill from landing after an invalidation of
 //! its key.
 //!
 //! ## The staleness bound
@@ -21,7 +21,7 @@
 //! filled in and an entry of an older one is never served. Bumping a counter is atomic where
 //! clearing a map is not, so a fill racing the flush cannot slip an old value past it.
 //!
-//! ## The fill fence
+//! ## Fill tickets
 //!
 //! A read that misses L1 takes a [`Ticket`] (the invalidation sequence number, the epoch and
 //! the barrier) *before* it asks L2, and its value lands in L1 only if nothing invalidated its
@@ -44,7 +44,7 @@ use crate::MemoryCache;
 use crate::cache::Cache;
 use crate::metrics::{CacheMetrics, Event};
 
-/// Stripes of the fill fence: enough that unrelated keys rarely share one.
+/// Stripes of the fill tickets: enough that unrelated keys rarely share one.
 const STRIPES: usize = 1024;
 
 /// `kind (1) | epoch (8) | filled_at (8)`, then the value.

@@ -53,11 +53,13 @@
 
 mod builder;
 mod coherence;
+#[cfg(test)]
+mod hold;
 mod read;
 mod tracking;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -110,7 +112,8 @@ struct Inner {
     metrics: Option<CacheMetrics>,
     report: Arc<tracking::Report>,
     task: tokio::task::JoinHandle<()>,
-    gate: Arc<FillGate>,
+    #[cfg(test)]
+    gate: Arc<hold::FillGate>,
 }
 
 impl Drop for Inner {
@@ -194,20 +197,6 @@ impl HybridCache {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
-    }
-
-    /// Holds every fill (the step that puts a value read from Redis into L1) until the
-    /// returned guard is dropped: how the tests force an invalidation between a read of Redis
-    /// and its fill. Not for production use.
-    #[doc(hidden)]
-    pub async fn hold_fills(&self) -> FillHold {
-        let gate = Arc::clone(&self.inner.gate);
-        let guard = Arc::clone(&gate.lock).write_owned().await;
-        gate.held.store(true, Ordering::Release);
-        FillHold {
-            gate,
-            _guard: guard,
-        }
     }
 
     /// Whether `key` is one L1 may hold.
@@ -370,12 +359,9 @@ impl HybridCache {
         if ttl == 0 {
             return;
         }
-        let gate = &self.inner.gate;
-        if gate.held.load(Ordering::Acquire) {
-            gate.waiting.fetch_add(1, Ordering::AcqRel);
-            let _pass = gate.lock.read().await;
-            gate.waiting.fetch_sub(1, Ordering::AcqRel);
-        }
+        // Tests hold fills here to put an invalidation between a read of Redis and its fill.
+        #[cfg(test)]
+        self.inner.gate.pass().await;
         self.inner.coherence.fill(key, ticket, value, ttl);
     }
 
@@ -384,34 +370,6 @@ impl HybridCache {
     fn invalidate(&self, keys: &[&str]) {
         self.inner.coherence.invalidate(keys);
     }
-}
-
-/// Holds fills while it lives; see [`HybridCache::hold_fills`].
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct FillHold {
-    gate: Arc<FillGate>,
-    _guard: tokio::sync::OwnedRwLockWriteGuard<()>,
-}
-
-impl FillHold {
-    /// How many fills are waiting.
-    pub fn waiting(&self) -> usize {
-        self.gate.waiting.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for FillHold {
-    fn drop(&mut self) {
-        self.gate.held.store(false, Ordering::Release);
-    }
-}
-
-#[derive(Debug, Default)]
-struct FillGate {
-    held: AtomicBool,
-    waiting: AtomicUsize,
-    lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@ use super::stripes::Stripes;
 use super::{Inner, MemoryCache};
 use crate::cache::Limits;
 use crate::clock::Clock;
+use crate::vars;
 
 /// Configures a [`MemoryCache`]; see [`MemoryCache::builder`].
 #[derive(Debug, Clone)]
@@ -61,7 +62,10 @@ impl MemoryCacheBuilder {
     /// Builds the cache.
     pub fn build(self) -> MemoryCache {
         let (max_entries, max_bytes) = match (self.max_entries, self.max_bytes) {
-            (None, None) => (Some(1_000_000), Some(128 * 1024 * 1024)),
+            (None, None) => (
+                Some(vars::CACHE_MEMORY_MAX_ENTRIES.default),
+                Some(vars::CACHE_MEMORY_MAX_BYTES.default),
+            ),
             other => other,
         };
         // moka has one weighted capacity. Both bounds hold at once when each entry weighs at

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
+use crate::vars;
 
 /// When the breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +30,8 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            failure_threshold: 5,
-            open_for: Duration::from_millis(500),
+            failure_threshold: vars::CACHE_BREAKER_FAILURES.default_u32(),
+            open_for: vars::CACHE_BREAKER_OPEN_MS.default_duration(),
         }
     }
 }

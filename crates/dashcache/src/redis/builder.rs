@@ -16,7 +16,8 @@ use super::{BreakerConfig, Breakers, Inner, RedisCache};
 use crate::cache::Cache;
 use crate::cache::Limits;
 use crate::error::{Error, Result};
-use crate::settings::{cluster_seeds, mask_url};
+use crate::url::{cluster_seeds, mask_url};
+use crate::vars;
 
 /// Configures a [`RedisCache`]; see [`RedisCache::builder`].
 #[derive(Clone)]
@@ -304,9 +305,9 @@ impl RedisCache {
     pub fn builder(url: impl Into<String>) -> RedisCacheBuilder {
         RedisCacheBuilder {
             url: url.into(),
-            timeout: Duration::from_millis(250),
+            timeout: vars::CACHE_TIMEOUT_MS.default_duration(),
             connect_timeout: None,
-            sweep_timeout: Some(Duration::from_secs(30)),
+            sweep_timeout: Some(vars::CACHE_SWEEP_TIMEOUT_MS.default_duration()),
             breaker: BreakerConfig::default(),
             limits: Limits::default(),
             scan_count: 1000,

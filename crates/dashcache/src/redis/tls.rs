@@ -15,7 +15,7 @@ use redis::ConnectionAddr;
 use redis::{ConnectionInfo, IntoConnectionInfo};
 
 use crate::error::{Error, Result};
-use crate::settings::mask_url;
+use crate::url::mask_url;
 
 /// TLS settings for `rediss://` URLs (one server, every node of a cluster, a Sentinel's
 /// master). The default verifies the server against the system's roots.

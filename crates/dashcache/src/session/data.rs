@@ -8,13 +8,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::aside::CachedValue;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A session the store can keep: any serde type that names its handle, its user and its times.
-pub trait SessionRecord: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+pub trait SessionRecord: CachedValue {
     /// The session's handle, from [`SessionStore::issue`](super::SessionStore::issue): what
     /// it is kept and listed under. Never the bearer token, which is stored nowhere.
     fn session_id(&self) -> &str;

@@ -13,36 +13,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::key::Keys;
-use crate::sealed::Keyring;
-
 mod build;
-mod specs;
+mod read;
 mod url;
 
-use specs::{NUMERIC, Spec};
+use crate::vars;
+use read::{Raw, Reader, is_known, parse_file};
 
-use url::check_url;
-pub use url::cluster_seeds;
-pub(crate) use url::mask_url;
-
-/// The text variables.
-const TEXT: &[&str] = &[
-    "REDIS_URL",
-    "CACHE_KEY_PREFIX",
-    "CACHE_KEY_SECRET",
-    "CACHE_SEAL_KEYS",
-    "CACHE_COMPRESSION",
-    "CACHE_TLS_CA_FILE",
-    "CACHE_TLS_CERT_FILE",
-    "CACHE_TLS_KEY_FILE",
-    "CACHE_TLS_INSECURE",
-    "CACHE_SENTINEL_USERNAME",
-    "CACHE_SENTINEL_PASSWORD",
-];
+/// Kept here too, where it was first published.
+pub use crate::url::cluster_seeds;
+use crate::url::mask_url;
 
 /// The variable naming the TOML file (read by [`CacheSettings::from_env`]).
-pub const CONFIG_FILE_VAR: &str = "CACHE_CONFIG_FILE";
+pub const CONFIG_FILE_VAR: &str = vars::CACHE_CONFIG_FILE;
 
 /// The TTL of each cached pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,11 +174,6 @@ impl fmt::Debug for SettingsError {
 
 impl std::error::Error for SettingsError {}
 
-/// Where a raw value came from, for messages.
-struct Raw {
-    value: String,
-}
-
 impl CacheSettings {
     /// Reads the process environment, and the TOML file named by `CACHE_CONFIG_FILE` if set.
     ///
@@ -239,195 +217,71 @@ impl CacheSettings {
         if let Some(text) = file {
             parse_file(text, &mut raw, &mut problems);
         }
+        // The environment wins over the file.
         for (k, v) in env {
             let k = k.into();
             if is_known(&k) {
                 raw.insert(k, Raw { value: v.into() });
             }
         }
-        let mut numbers = BTreeMap::new();
-        for spec in NUMERIC {
-            match raw.get(spec.var) {
-                None => {
-                    numbers.insert(spec.var, spec.default);
-                }
-                Some(r) => match parse_number(&r.value, spec) {
-                    Ok(n) => {
-                        numbers.insert(spec.var, n);
-                    }
-                    Err(allowed) => problems.push(Problem {
-                        variable: spec.var.to_owned(),
-                        value: r.value.clone(),
-                        allowed,
-                    }),
-                },
-            }
-        }
-        let text = |var: &str| {
-            raw.get(var)
-                .map(|r| r.value.trim().to_owned())
-                .filter(|v| !v.is_empty())
+        let mut r = Reader {
+            raw: &raw,
+            problems,
         };
-        let redis_url = text("REDIS_URL");
-        if let Some(url) = &redis_url
-            && let Err(allowed) = check_url(url)
-        {
-            problems.push(Problem {
-                variable: "REDIS_URL".into(),
-                value: mask_url(url),
-                allowed,
-            });
-        }
-        let key_prefix = text("CACHE_KEY_PREFIX").unwrap_or_else(|| "dashcache".to_owned());
-        if key_prefix.len() > 64 || Keys::builder(key_prefix.clone()).build().is_err() {
-            problems.push(Problem {
-                variable: "CACHE_KEY_PREFIX".into(),
-                value: key_prefix.clone(),
-                allowed: "up to 64 ASCII letters, digits, `_`, `-`, `.` and `:`".into(),
-            });
-        }
-        let key_secret = text("CACHE_KEY_SECRET");
-        if key_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            problems.push(Problem {
-                variable: "CACHE_KEY_SECRET".into(),
-                value: "***".into(),
-                allowed: "at least 16 bytes".into(),
-            });
-        }
-        let seal_keys = text("CACHE_SEAL_KEYS");
-        if let Some(spec) = &seal_keys
-            && let Err(e) = Keyring::parse(spec)
-        {
-            problems.push(Problem {
-                variable: "CACHE_SEAL_KEYS".into(),
-                value: "***".into(),
-                allowed: format!("`id:base64key[,id:base64key…]` with 32-byte keys ({e})"),
-            });
-        }
-        let compression = match text("CACHE_COMPRESSION").as_deref() {
-            None | Some("off") => false,
-            Some("zstd") => true,
-            Some(other) => {
-                problems.push(Problem {
-                    variable: "CACHE_COMPRESSION".into(),
-                    value: other.to_owned(),
-                    allowed: "`off` or `zstd`".into(),
-                });
-                false
-            }
-        };
-        let tls_ca_file = text("CACHE_TLS_CA_FILE").map(PathBuf::from);
-        let tls_client_cert = match (text("CACHE_TLS_CERT_FILE"), text("CACHE_TLS_KEY_FILE")) {
-            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
-            (None, None) => None,
-            (cert, _) => {
-                problems.push(Problem {
-                    variable: if cert.is_some() {
-                        "CACHE_TLS_KEY_FILE"
-                    } else {
-                        "CACHE_TLS_CERT_FILE"
-                    }
-                    .into(),
-                    value: "(unset)".into(),
-                    allowed: "set with its pair: a client certificate needs its key".into(),
-                });
-                None
-            }
-        };
-        let tls_insecure = match text("CACHE_TLS_INSECURE").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                problems.push(Problem {
-                    variable: "CACHE_TLS_INSECURE".into(),
-                    value: other.to_owned(),
-                    allowed: "`false` or `true` (checks off: a test bench only)".into(),
-                });
-                false
-            }
-        };
-        let sentinel_credentials = match (
-            text("CACHE_SENTINEL_USERNAME"),
-            text("CACHE_SENTINEL_PASSWORD"),
-        ) {
-            (username, Some(password)) => Some((username, password)),
-            (None, None) => None,
-            (Some(_), None) => {
-                problems.push(Problem {
-                    variable: "CACHE_SENTINEL_PASSWORD".into(),
-                    value: "(unset)".into(),
-                    allowed: "set with CACHE_SENTINEL_USERNAME: a user needs its password".into(),
-                });
-                None
-            }
-        };
-        if sentinel_credentials.is_some()
-            && !redis_url
-                .as_deref()
-                .is_some_and(|url| url.contains("+sentinel://"))
-        {
-            problems.push(Problem {
-                variable: "CACHE_SENTINEL_PASSWORD".into(),
-                value: "***".into(),
-                allowed: "only with a redis+sentinel:// REDIS_URL".into(),
-            });
-        }
-        if !problems.is_empty() {
-            return Err(SettingsError { problems });
-        }
-        let n = |var: &str| numbers.get(var).copied().unwrap_or_default();
-        let secs = |var: &str| Duration::from_secs(n(var));
-        let millis = |var: &str| Duration::from_millis(n(var));
-        Ok(Self {
-            redis_url,
-            key_prefix,
-            key_secret,
-            seal_keys,
+        let redis_url = r.redis_url();
+        let settings = Self {
+            key_prefix: r.key_prefix(),
+            key_secret: r.key_secret(),
+            seal_keys: r.seal_keys(),
             ttl: TtlSettings {
-                session: secs("CACHE_TTL_SESSION"),
-                permissions: secs("CACHE_TTL_PERMISSIONS"),
-                oauth_state: secs("CACHE_TTL_OAUTH_STATE"),
-                provider_connection: secs("CACHE_TTL_PROVIDER_CONNECTION"),
-                accounts_list: secs("CACHE_TTL_ACCOUNTS_LIST"),
-                security_config: secs("CACHE_TTL_SECURITY_CONFIG"),
-                static_data: secs("CACHE_TTL_STATIC_DATA"),
-                user: secs("CACHE_TTL_USER"),
-                rate_limit: secs("CACHE_TTL_RATE_LIMIT"),
-                provider_api: secs("CACHE_TTL_PROVIDER_API"),
-                transactions: secs("CACHE_TTL_TRANSACTIONS"),
-                credentials: secs("CACHE_TTL_CREDENTIALS"),
+                session: r.duration(&vars::CACHE_TTL_SESSION),
+                permissions: r.duration(&vars::CACHE_TTL_PERMISSIONS),
+                oauth_state: r.duration(&vars::CACHE_TTL_OAUTH_STATE),
+                provider_connection: r.duration(&vars::CACHE_TTL_PROVIDER_CONNECTION),
+                accounts_list: r.duration(&vars::CACHE_TTL_ACCOUNTS_LIST),
+                security_config: r.duration(&vars::CACHE_TTL_SECURITY_CONFIG),
+                static_data: r.duration(&vars::CACHE_TTL_STATIC_DATA),
+                user: r.duration(&vars::CACHE_TTL_USER),
+                rate_limit: r.duration(&vars::CACHE_TTL_RATE_LIMIT),
+                provider_api: r.duration(&vars::CACHE_TTL_PROVIDER_API),
+                transactions: r.duration(&vars::CACHE_TTL_TRANSACTIONS),
+                credentials: r.duration(&vars::CACHE_TTL_CREDENTIALS),
             },
-            stale_for: secs("CACHE_STALE_SECS"),
-            ttl_jitter_percent: u32::try_from(n("CACHE_TTL_JITTER_PERCENT")).unwrap_or(10),
-            timeout: millis("CACHE_TIMEOUT_MS"),
-            connect_timeout: millis("CACHE_CONNECT_TIMEOUT_MS"),
-            sweep_timeout: millis("CACHE_SWEEP_TIMEOUT_MS"),
-            breaker_failures: u32::try_from(n("CACHE_BREAKER_FAILURES")).unwrap_or(5),
-            breaker_open_for: millis("CACHE_BREAKER_OPEN_MS"),
-            memory_max_entries: n("CACHE_MEMORY_MAX_ENTRIES"),
-            memory_max_bytes: n("CACHE_MEMORY_MAX_BYTES"),
-            l1_max_entries: n("CACHE_L1_MAX_ENTRIES"),
-            l1_max_bytes: n("CACHE_L1_MAX_BYTES"),
-            l1_staleness: millis("CACHE_L1_STALENESS_MS"),
-            l1_max_ttl: secs("CACHE_L1_MAX_TTL_SECS"),
-            rate_limit_batch: n("CACHE_RATE_LIMIT_BATCH"),
-            compression,
-            compress_min_bytes: usize::try_from(n("CACHE_COMPRESS_MIN_BYTES")).unwrap_or(1024),
-            compress_level: i32::try_from(n("CACHE_COMPRESS_LEVEL")).unwrap_or(3),
-            tls_ca_file,
-            tls_client_cert,
-            tls_insecure,
-            sentinel_credentials,
-        })
+            stale_for: r.duration(&vars::CACHE_STALE_SECS),
+            ttl_jitter_percent: r.number(&vars::CACHE_TTL_JITTER_PERCENT),
+            timeout: r.duration(&vars::CACHE_TIMEOUT_MS),
+            connect_timeout: r.duration(&vars::CACHE_CONNECT_TIMEOUT_MS),
+            sweep_timeout: r.duration(&vars::CACHE_SWEEP_TIMEOUT_MS),
+            breaker_failures: r.number(&vars::CACHE_BREAKER_FAILURES),
+            breaker_open_for: r.duration(&vars::CACHE_BREAKER_OPEN_MS),
+            memory_max_entries: r.number(&vars::CACHE_MEMORY_MAX_ENTRIES),
+            memory_max_bytes: r.number(&vars::CACHE_MEMORY_MAX_BYTES),
+            l1_max_entries: r.number(&vars::CACHE_L1_MAX_ENTRIES),
+            l1_max_bytes: r.number(&vars::CACHE_L1_MAX_BYTES),
+            l1_staleness: r.duration(&vars::CACHE_L1_STALENESS_MS),
+            l1_max_ttl: r.duration(&vars::CACHE_L1_MAX_TTL_SECS),
+            rate_limit_batch: r.number(&vars::CACHE_RATE_LIMIT_BATCH),
+            compression: r.switch(&vars::CACHE_COMPRESSION),
+            compress_min_bytes: r.number(&vars::CACHE_COMPRESS_MIN_BYTES),
+            compress_level: r.number(&vars::CACHE_COMPRESS_LEVEL),
+            tls_ca_file: r.text(&vars::CACHE_TLS_CA_FILE).map(PathBuf::from),
+            tls_client_cert: r.tls_client_cert(),
+            tls_insecure: r.switch(&vars::CACHE_TLS_INSECURE),
+            sentinel_credentials: r.sentinel_credentials(redis_url.as_deref()),
+            redis_url,
+        };
+        if r.problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(SettingsError {
+                problems: r.problems,
+            })
+        }
     }
 
     /// The names of every variable these settings read.
     pub fn variables() -> impl Iterator<Item = &'static str> {
-        NUMERIC
-            .iter()
-            .map(|s| s.var)
-            .chain(TEXT.iter().copied())
-            .chain(std::iter::once(CONFIG_FILE_VAR))
+        vars::names()
     }
 }
 
@@ -520,10 +374,6 @@ impl fmt::Display for CacheSettings {
     }
 }
 
-fn is_known(var: &str) -> bool {
-    NUMERIC.iter().any(|s| s.var == var) || TEXT.contains(&var)
-}
-
 fn read_file(path: &Path) -> Result<String, SettingsError> {
     std::fs::read_to_string(path).map_err(|e| SettingsError {
         problems: vec![Problem {
@@ -534,60 +384,9 @@ fn read_file(path: &Path) -> Result<String, SettingsError> {
     })
 }
 
-fn parse_file(text: &str, raw: &mut BTreeMap<String, Raw>, problems: &mut Vec<Problem>) {
-    let table: toml::Table = match toml::from_str(text) {
-        Ok(t) => t,
-        Err(e) => {
-            problems.push(Problem {
-                variable: CONFIG_FILE_VAR.into(),
-                value: "(file)".into(),
-                allowed: format!("valid TOML: {}", e.message()),
-            });
-            return;
-        }
-    };
-    for (key, value) in table {
-        let var = key.to_ascii_uppercase();
-        if !is_known(&var) {
-            problems.push(Problem {
-                variable: key,
-                value: value.to_string(),
-                allowed: "a known setting (see .env.example)".into(),
-            });
-            continue;
-        }
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            other => other.to_string(),
-        };
-        raw.insert(var, Raw { value });
-    }
-}
-
-fn parse_number(value: &str, spec: &Spec) -> Result<u64, String> {
-    let unit = spec.unit.name();
-    let range = format!(
-        "an integer from {} to {}{}{}",
-        spec.min,
-        spec.max,
-        if unit.is_empty() { "" } else { " " },
-        unit
-    );
-    let n: u64 = value
-        .trim()
-        .replace('_', "")
-        .parse()
-        .map_err(|_| range.clone())?;
-    if n < spec.min || n > spec.max {
-        return Err(range);
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::specs::DAY;
+    const DAY: u64 = 24 * 3600;
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -646,5 +445,58 @@ mod tests {
         assert!(e.contains("CACHE_TLS_KEY_FILE"), "{e}");
         let e = CacheSettings::from_sources(env(&[("CACHE_TLS_INSECURE", "yes")]), None);
         assert!(e.is_err());
+    }
+
+    /// Each builder's own default is the default of its variable: the settings built from an
+    /// empty environment configure the same thing as the builders left alone.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn every_builder_default_is_its_variables_default() {
+        let url = "redis://127.0.0.1:1";
+        let s = CacheSettings::from_sources(env(&[("REDIS_URL", url)]), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The builder's connection deadline defaults to the operation deadline.
+        assert_eq!(
+            vars::CACHE_CONNECT_TIMEOUT_MS.default,
+            vars::CACHE_TIMEOUT_MS.default
+        );
+        let redis = crate::RedisCache::builder(url)
+            .connect_timeout(vars::CACHE_TIMEOUT_MS.default_duration())
+            .tls(s.tls_options());
+        assert_eq!(
+            format!("{:?}", s.redis_cache_builder()),
+            format!("{:?}", Some(redis))
+        );
+        assert_eq!(
+            format!("{:?}", s.memory_cache_builder().build()),
+            format!("{:?}", crate::MemoryCache::new())
+        );
+        let l2 = crate::RedisCache::builder(url)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            format!("{:?}", s.hybrid_cache_builder(l2.clone())),
+            format!("{:?}", Some(crate::HybridCache::builder(l2)))
+        );
+        assert_eq!(
+            s.rate_limit_batch,
+            crate::ratelimit::Reservations::default().batch_limit()
+        );
+        #[cfg(feature = "compression")]
+        assert_eq!(
+            s.compression_config(),
+            crate::compress::Compression::default()
+        );
+        let cache: std::sync::Arc<dyn crate::Cache> =
+            std::sync::Arc::new(crate::MemoryCache::new());
+        assert_eq!(
+            format!(
+                "{:?}",
+                crate::CacheAside::builder(std::sync::Arc::clone(&cache))
+                    .jitter(s.jitter_fraction())
+            ),
+            format!("{:?}", crate::CacheAside::builder(cache))
+        );
+        assert!(s.stale_for.is_zero());
     }
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::ratelimit::bucket::Decision;
 use crate::ratelimit::rule::Spec;
+use crate::vars;
 
 /// One reservation takes at most a full bucket divided by this (in checks).
 pub(super) const SHARE: u64 = 16;
@@ -67,7 +68,7 @@ impl Default for Reservations {
     /// Batches of up to 64 checks, held for 50 ms, for up to 10 000 buckets at a time.
     fn default() -> Self {
         Self {
-            max_batch: 64,
+            max_batch: vars::CACHE_RATE_LIMIT_BATCH.default,
             hold: Duration::from_millis(50),
             max_keys: 10_000,
             clock: Clock::system(),
@@ -87,7 +88,7 @@ impl Reservations {
     /// The largest batch: more would hold back too many tokens from other instances for
     /// too little gain (the default 64 took 97 % of the round trips off the service's hot
     /// bucket under load).
-    pub const MAX_BATCH: u64 = 1024;
+    pub const MAX_BATCH: u64 = vars::CACHE_RATE_LIMIT_BATCH.max;
 
     /// How long reserved tokens may answer checks before they are given back (at least 1 ms).
     #[must_use]
