@@ -117,12 +117,51 @@ impl RedisCluster {
     /// Kills master `index` of [`masters`](Self::masters) with `SIGKILL`; its replica takes
     /// over after the node timeout. Returns the killed node's index.
     ///
+    /// Replication is asynchronous: first it waits until the replica has every write the
+    /// master had taken (its replication offset), so a test that wrote and then kills loses
+    /// nothing it could not lose in production only by bad luck.
+    ///
     /// # Panics
-    /// When there is no such master.
+    /// When there is no such master, or its replica does not catch up within 30 s.
     pub fn kill_master(&mut self, index: usize) -> usize {
         let node = self.masters()[index];
+        self.wait_replicated(node, Duration::from_secs(30));
         self.nodes[node].kill();
         node
+    }
+
+    /// Waits until every replica of node `master` has acknowledged the master's replication
+    /// offset as of the call.
+    fn wait_replicated(&self, master: usize, limit: Duration) {
+        let port = self.nodes[master].port();
+        let field = |text: &str, name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let replication = info(port, "replication");
+        let Some(target) = field(&replication, "master_repl_offset:") else {
+            panic!("no replication offset on {port}: {replication}");
+        };
+        let start = Instant::now();
+        loop {
+            let replication = info(port, "replication");
+            // `slave0:ip=…,port=…,state=online,offset=N,lag=0`
+            let offsets: Vec<u64> = replication
+                .lines()
+                .filter(|l| l.starts_with("slave"))
+                .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("offset=")))
+                .filter_map(|v| v.trim().parse().ok())
+                .collect();
+            if !offsets.is_empty() && offsets.iter().all(|o| *o >= target) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the replicas of {port} did not reach offset {target} within {limit:?}: {replication}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Restarts node `index` (killed by [`kill_master`](Self::kill_master)) on its port with

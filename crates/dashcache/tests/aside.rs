@@ -184,7 +184,8 @@ async fn lookups_survive(
         assert_eq!(lookup.result.unwrap().id, 42, "round {i}");
         assert_eq!(lookup.outcome, Outcome::Bypassed, "round {i}");
         assert!(
-            took < deadline + loader_time + Duration::from_millis(50),
+            // A second of slack for a loaded machine: the bound catches a missing deadline.
+            took < deadline + loader_time + Duration::from_secs(1),
             "round {i} took {took:?}"
         );
     }

@@ -256,8 +256,13 @@ async fn a_frozen_server_sends_everyone_to_their_own_load() {
         assert_eq!(lookup.result, Ok("db".to_owned()));
         assert_eq!(lookup.outcome, Outcome::Bypassed);
     }
-    // One deadline for the read, and nothing waited on a lease.
-    assert!(started.elapsed() < deadline * 4, "{:?}", started.elapsed());
+    // One deadline for the read, and nothing waited on a lease (its wait is 10 s): a few
+    // seconds of slack for a loaded machine still tell the two apart.
+    assert!(
+        started.elapsed() < deadline + Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     server.thaw();
     assert_eq!(metrics.snapshot("user").leases_won, 0);
 }

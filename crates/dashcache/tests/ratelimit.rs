@@ -181,11 +181,12 @@ async fn buckets_expire_once_they_would_be_full() {
     let limiter = RateLimiter::redis(cache.clone(), keys());
     let rule = Rule::new("api", 10, 10, Duration::from_secs(10)).unwrap();
     limiter.check(&rule, "c1").await.unwrap();
-    // One token used, refilled in 1 s: the bucket lives 1 s + a 1 s margin.
+    // One token used, refilled in 1 s: the bucket lives 1 s + a 1 s margin (not the 10 s of
+    // a full refill). The lower bound leaves a loaded machine time between the two calls.
     match cache.ttl("t:ratelimit:api:c1").await.unwrap() {
         KeyTtl::Expires(d) => {
             assert!(
-                d > Duration::from_millis(1500) && d <= Duration::from_secs(2),
+                d > Duration::from_millis(500) && d <= Duration::from_secs(2),
                 "{d:?}"
             )
         }
