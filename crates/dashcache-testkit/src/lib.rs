@@ -6,6 +6,8 @@
 //! - [`RedisCluster`] (three masters, three replicas), [`RedisSentinels`] (a master, a
 //!   replica, three sentinels) and [`TlsRedis`] (with certificates made by [`TestCerts`]).
 //! - [`conformance`] is the one suite every [`Cache`](dashcache::Cache) backend must pass.
+//! - [`Proxy`] partitions a real server from its clients (cut, blackhole, restore) while it
+//!   keeps its data.
 //! - [`modules`] checks that a crate's top-level modules import each other without loops.
 //! - [`process`] and [`load`] are the panic-free parts, for tools as well as tests: without the
 //!   `harness` feature they are all there is.
@@ -35,6 +37,9 @@ pub mod modules;
 mod postgres;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+pub mod proxy;
+#[cfg(feature = "harness")]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 mod sentinel;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -50,6 +55,8 @@ pub use harness::{Backend, cluster_cache, hybrid_cache, redis_cache};
 #[cfg(feature = "harness")]
 pub use postgres::{PgSchema, PostgresServer};
 pub use process::redis_server_binary;
+#[cfg(feature = "harness")]
+pub use proxy::Proxy;
 #[cfg(feature = "harness")]
 pub use sentinel::{MASTER_NAME as SENTINEL_MASTER_NAME, RedisSentinels};
 #[cfg(feature = "harness")]

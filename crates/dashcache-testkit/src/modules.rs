@@ -58,12 +58,14 @@ pub fn graph(crate_dir: &Path) -> Graph {
     graph
 }
 
-/// Panics with the loop when the crate's module graph has one.
+/// Prints the crate's module graph; panics with the loop when it has one.
 ///
 /// # Panics
 /// On a loop, naming its modules in order.
 pub fn assert_no_loops(crate_dir: &Path) {
     let graph = graph(crate_dir);
+    // Shown with `--nocapture`: how a reader sees the direction.
+    println!("{}", render(&graph));
     if let Some(cycle) = find_cycle(&graph) {
         panic!(
             "module loop in {}: {}\nthe graph:\n{}",

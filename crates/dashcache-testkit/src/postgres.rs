@@ -24,7 +24,51 @@ pub struct PostgresServer {
     base_url: String,
     psql: PathBuf,
     child: Option<Child>,
+    /// How the throwaway cluster was started, to start it again.
+    launch: Option<Launch>,
     _dir: Option<TempDir>,
+}
+
+/// A throwaway cluster's program, directory, port and owner.
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    owner: Option<(u32, u32)>,
+}
+
+impl Launch {
+    fn spawn(&self) -> Child {
+        let mut postgres = Command::new(self.bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("postgres.log"))
+                    .expect("a log file"),
+            ));
+        if let Some((uid, gid)) = self.owner {
+            postgres.uid(uid).gid(gid);
+        }
+        postgres.spawn().expect("start postgres")
+    }
 }
 
 /// A schema of one test's own, dropped with it.
@@ -111,6 +155,7 @@ impl PostgresServer {
                 base_url: url,
                 psql: psql_bin,
                 child: None,
+                launch: None,
                 _dir: None,
             };
         }
@@ -173,57 +218,67 @@ impl PostgresServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port().unwrap_or_else(|e| panic!("{e}"));
-            let mut postgres = Command::new(bin.join("postgres"));
-            postgres
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(
-                    std::fs::File::create(dir.path().join("postgres.log")).expect("a log file"),
-                ));
-            as_owner(&mut postgres);
-            let mut child = postgres.spawn().expect("start postgres");
+            let launch = Launch {
+                bin: bin.to_path_buf(),
+                dir: dir.path().to_path_buf(),
+                port,
+                owner: owner.as_ref().map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+            };
+            let mut child = launch.spawn();
             let base_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
             let psql_bin = bin.join("psql");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if psql(&psql_bin, &base_url, "SELECT 1").is_ok() {
+            match wait_until_up(&psql_bin, &base_url, &mut child, dir.path()) {
+                Ok(()) => {
                     return Self {
                         base_url,
                         psql: psql_bin,
                         child: Some(child),
+                        launch: Some(launch),
                         _dir: Some(dir),
                     };
                 }
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_error = format!(
-                        "postgres exited with {status}: {}",
-                        std::fs::read_to_string(dir.path().join("postgres.log"))
-                            .unwrap_or_default()
-                    );
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    last_error = "postgres did not answer within 20 s".into();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                Err(e) => last_error = e,
             }
         }
         panic!("{last_error}");
+    }
+
+    /// Stops the server (immediate shutdown: every connection drops) and starts it again on
+    /// the same port with the same data, like a crash and a restart.
+    ///
+    /// # Panics
+    /// With a `DATABASE_URL` server (not ours to restart), or when it does not come back.
+    pub fn restart(&mut self) {
+        let launch = self
+            .launch
+            .clone()
+            .expect("only a throwaway cluster can be restarted (unset DATABASE_URL)");
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            }
+            let _ = child.wait();
+        }
+        let mut child = launch.spawn();
+        wait_until_up(&self.psql, &self.base_url, &mut child, &launch.dir)
+            .unwrap_or_else(|e| panic!("postgres did not restart: {e}"));
+        self.child = Some(child);
+    }
+
+    /// Runs `sql` on the server's own database (not a test schema).
+    ///
+    /// # Panics
+    /// When it fails; the message carries psql's.
+    pub fn exec(&self, sql: &str) {
+        psql(&self.psql, &self.base_url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Terminates every connection whose `application_name` is `name`.
+    pub fn terminate(&self, name: &str) {
+        self.exec(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+            name.replace('\'', "''")
+        ));
     }
 
     /// A fresh schema for one test.
@@ -253,6 +308,37 @@ impl PostgresServer {
             base_url: self.base_url.clone(),
             psql: self.psql.clone(),
         }
+    }
+}
+
+/// Waits until the server at `url` answers (20 s at most).
+fn wait_until_up(psql_bin: &Path, url: &str, child: &mut Child, dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if psql(psql_bin, url, "SELECT 1").is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "postgres exited with {status}: {}",
+                std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default()
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("postgres did not answer within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl PgSchema {
+    /// Runs `sql` in this schema.
+    ///
+    /// # Panics
+    /// When it fails; the message carries psql's.
+    pub fn exec(&self, sql: &str) {
+        psql(&self.psql, &self.url, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 

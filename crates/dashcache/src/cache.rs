@@ -370,6 +370,10 @@ pub enum Condition<'a> {
     /// The key holds exactly this integer (a generation, a fencing token). A missing key or
     /// another integer fails the condition; a non-integer value is a `WrongType` error.
     IntEquals(&'a str, i64),
+    /// The key is missing, or holds anything but this integer's decimal text (compared as
+    /// bytes: never a type error). What makes a repeated step idempotent: the step writes the
+    /// marker, and a second attempt finds it there.
+    Differs(&'a str, i64),
 }
 
 impl<'a> Condition<'a> {
@@ -379,7 +383,8 @@ impl<'a> Condition<'a> {
             Self::Absent(k)
             | Self::Exists(k)
             | Self::MissingOrBelow(k, _)
-            | Self::IntEquals(k, _) => k,
+            | Self::IntEquals(k, _)
+            | Self::Differs(k, _) => k,
         }
     }
 }

@@ -62,7 +62,14 @@
 //!
 //! ## Features
 //!
-//! - `redis` (default): [`RedisCache`].
+//! Each names a capability; all are additive. With none at all the crate is the protocol, the
+//! embedded cache and the patterns over it.
+//!
+//! - `redis` (default): [`RedisCache`] on one server, a Redis Cluster or a Sentinel set, the
+//!   [`HybridCache`] (an L1 kept coherent by Redis), and rate-limit buckets on Redis.
+//! - `tls` (default): `rediss://` through rustls (no OpenSSL), with a CA bundle and client
+//!   certificates ([`redis::TlsOptions`]); implies `redis`.
+//! - `compression` (default): [`compress::Compressed`], zstd for large values.
 //! - `axum`: the rate-limiting middleware, [`ratelimit::RateLimitLayer`].
 
 pub mod aside;
@@ -70,6 +77,7 @@ pub mod authz;
 pub mod cache;
 pub mod clock;
 pub mod codec;
+pub mod coherent;
 #[cfg(feature = "compression")]
 pub mod compress;
 pub mod error;

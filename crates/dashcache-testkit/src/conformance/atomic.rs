@@ -274,6 +274,45 @@ pub(super) async fn write_if_int_equals_matches_only_that_integer(c: Ctx) {
     assert_eq!(c.cache.get(&gen_key).await.unwrap(), Some(b("8")));
 }
 
+pub(super) async fn write_if_differs_holds_until_the_marker_is_there(c: Ctx) {
+    let (marker, target, set) = (c.tagged("marker"), c.tagged("target"), c.tagged("set"));
+    let step = |stamp: i64| {
+        let (cache, marker, target) = (Arc::clone(&c.cache), marker.clone(), target.clone());
+        async move {
+            cache
+                .write_if(
+                    &[Condition::Differs(&marker, stamp)],
+                    &[
+                        Write::Delete(&target),
+                        Write::SetInt(&marker, stamp, Ttl::secs(60)),
+                    ],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    c.cache.set(&target, b("v"), Ttl::secs(60)).await.unwrap();
+    assert!(step(-7).await, "a missing marker differs");
+    assert!(!c.cache.exists(&target).await.unwrap());
+    c.cache.set(&target, b("v"), Ttl::secs(60)).await.unwrap();
+    assert!(!step(-7).await, "the same step again does nothing");
+    assert!(c.cache.exists(&target).await.unwrap());
+    assert!(step(8).await, "another step differs");
+    // Anything else differs, without a type error: text, or another kind of value.
+    c.cache.set(&marker, b("x8"), Ttl::secs(60)).await.unwrap();
+    assert!(step(8).await);
+    c.cache
+        .set_add(&set, &[b("m")], Ttl::secs(60))
+        .await
+        .unwrap();
+    assert!(
+        c.cache
+            .write_if(&[Condition::Differs(&set, 1)], &[])
+            .await
+            .unwrap()
+    );
+}
+
 pub(super) async fn write_if_replace_keeps_the_ttl_and_skips_missing_keys(c: Ctx) {
     let (k, missing) = (c.tagged("k"), c.tagged("missing"));
     c.cache.set(&k, b("v1"), Ttl::secs(20)).await.unwrap();

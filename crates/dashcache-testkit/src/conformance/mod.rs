@@ -108,6 +108,7 @@ macro_rules! __conformance_cases {
             write_if_refuses_and_writes_nothing_when_a_condition_fails,
             write_if_compares_integers_exactly,
             write_if_int_equals_matches_only_that_integer,
+            write_if_differs_holds_until_the_marker_is_there,
             write_if_replace_keeps_the_ttl_and_skips_missing_keys,
             write_if_set_add_extends_but_never_shortens,
             write_if_wrong_type_changes_nothing,

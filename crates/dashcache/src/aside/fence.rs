@@ -26,16 +26,25 @@ use crate::clock::Clock;
 /// What sits between a key's first segment and the key in its fence key.
 const FENCE_SEGMENT: &str = "_fence";
 
+/// The same for the marker of the last log entry applied to it.
+const APPLIED_SEGMENT: &str = "_applied";
+
 /// The same for its lease key.
 const LEASE_SEGMENT: &str = "_lease";
 
 /// The default fence window: generations live this long after their last change; a load that
 /// takes more than half of it is not committed.
-pub(super) const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// The key holding `key`'s generation: `<first segment>:_fence:<key>`, on `key`'s hash slot.
-pub(super) fn fence_key(key: &str) -> String {
+pub(crate) fn fence_key(key: &str) -> String {
     companion_key(key, FENCE_SEGMENT)
+}
+
+/// The key holding the stamp of the last log entry applied to `key`
+/// (`<first segment>:_applied:<key>`, on `key`'s hash slot): see [`crate::coherent`].
+pub(crate) fn applied_key(key: &str) -> String {
+    companion_key(key, APPLIED_SEGMENT)
 }
 
 /// The key holding `key`'s cross-process load lease: `<first segment>:_lease:<key>`, on
@@ -82,7 +91,7 @@ fn has_hash_tag(key: &str) -> bool {
 }
 
 /// A fresh generation.
-pub(super) fn new_generation() -> i64 {
+pub(crate) fn new_generation() -> i64 {
     rand::random()
 }
 

@@ -32,7 +32,7 @@
 mod builder;
 mod bulk;
 mod envelope;
-mod fence;
+pub(crate) mod fence;
 mod flight;
 mod lease;
 mod refresh;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::coherence::Coherence;
 use super::tracking::{self, Report};
 use super::{HybridCache, Inner};
+use crate::coherent::Follower;
 use crate::error::{Error, Result};
 use crate::metrics::CacheMetrics;
 use crate::vars;
@@ -22,6 +23,7 @@ pub struct HybridCacheBuilder {
     staleness: Duration,
     prefixes: Vec<String>,
     metrics: Option<CacheMetrics>,
+    follower: Option<Follower>,
 }
 
 impl HybridCacheBuilder {
@@ -34,6 +36,7 @@ impl HybridCacheBuilder {
             staleness: vars::CACHE_L1_STALENESS_MS.default_duration(),
             prefixes: Vec::new(),
             metrics: None,
+            follower: None,
         }
     }
 
@@ -87,6 +90,16 @@ impl HybridCacheBuilder {
             self.prefixes.push(keys.namespace_prefix(namespace)?);
         }
         Ok(self)
+    }
+
+    /// Makes the namespaces `follower` covers follow the database's log (see
+    /// [`crate::coherent`]): L1 answers them while the log's proof is younger than Δ_db,
+    /// whatever happens to Redis, and Redis is not asked for them while the log does not prove
+    /// it holds every invalidation (they read as absent: the caller goes to the database).
+    /// The other namespaces keep following Redis alone.
+    pub fn follow(mut self, follower: Follower) -> Self {
+        self.follower = Some(follower);
+        self
     }
 
     /// Counts L1 hits, L2 hits, invalidations, bypasses and the age of L1's answers per
@@ -154,6 +167,7 @@ impl HybridCacheBuilder {
                 max_ttl_millis,
                 staleness: self.staleness,
                 metrics: self.metrics,
+                follower: self.follower,
                 report,
                 task,
                 #[cfg(test)]

@@ -71,6 +71,7 @@ use coherence::{Coherence, Held, Ticket};
 
 use crate::RedisCache;
 use crate::cache::{Cache, Condition, KeyTtl, Ttl, Write};
+use crate::coherent::Follower;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{CacheMetrics, Event};
 
@@ -110,6 +111,8 @@ struct Inner {
     max_ttl_millis: u64,
     staleness: Duration,
     metrics: Option<CacheMetrics>,
+    /// The database's log, for the namespaces that follow it (see [`crate::coherent`]).
+    follower: Option<Follower>,
     report: Arc<tracking::Report>,
     task: tokio::task::JoinHandle<()>,
     #[cfg(test)]
@@ -199,6 +202,61 @@ impl HybridCache {
         true
     }
 
+    /// Drops `keys` from this instance's L1 now, and refuses fills of them already in flight:
+    /// how the database's log reaches L1 when Redis cannot (see [`crate::coherent`]).
+    pub fn invalidate_local(&self, keys: &[&str]) {
+        self.invalidate(keys);
+    }
+
+    /// Empties this instance's L1 (a new epoch: fills in flight do not land either).
+    pub fn flush_local(&self) {
+        self.inner.coherence.flush();
+    }
+
+    /// The follower of the database's log, when coherent namespaces were declared.
+    pub fn follower(&self) -> Option<&Follower> {
+        self.inner.follower.as_ref()
+    }
+
+    /// The follower, when it covers `key`.
+    #[inline]
+    fn following(&self, key: &str) -> Option<&Follower> {
+        self.inner.follower.as_ref().filter(|f| f.covers(key))
+    }
+
+    /// Whether L1 may answer `key` now: the log's proof for a coherent key, Redis' own for
+    /// the others.
+    #[inline]
+    fn l1_may_answer(&self, key: &str) -> bool {
+        match self.following(key) {
+            Some(follower) => follower.proven(),
+            None => self.inner.coherence.serving(),
+        }
+    }
+
+    /// Whether Redis must not be asked for `key` now: a coherent key that the log does not
+    /// prove, or whose invalidation has not reached Redis yet. It reads as absent.
+    #[inline]
+    fn l2_closed(&self, key: &str) -> bool {
+        self.following(key)
+            .is_some_and(|follower| !follower.shared_may_answer(key))
+    }
+
+    /// `keys` from Redis on the cache's own connection, closed keys read as absent.
+    async fn l2_get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let closed: Vec<bool> = keys.iter().map(|k| self.l2_closed(k)).collect();
+        if !closed.is_empty() && closed.iter().all(|c| *c) {
+            return Ok(vec![None; keys.len()]);
+        }
+        let mut values = self.inner.l2.get_many(keys).await?;
+        for (value, closed) in values.iter_mut().zip(closed) {
+            if closed {
+                *value = None;
+            }
+        }
+        Ok(values)
+    }
+
     /// Whether `key` is one L1 may hold.
     #[inline]
     fn tracked(&self, key: &str) -> bool {
@@ -219,7 +277,7 @@ impl HybridCache {
             return None;
         }
         let coherence = &self.inner.coherence;
-        if !coherence.serving() {
+        if !self.l1_may_answer(key) {
             self.record(key, Event::L1Bypassed);
             return None;
         }
@@ -243,17 +301,25 @@ impl HybridCache {
     /// or on the cache's own connection when L1 may not serve or has no connection there.
     async fn read_through(&self, key: &str) -> Result<Option<Bytes>> {
         let l2 = &self.inner.l2;
-        if !self.tracked(key) || !self.inner.coherence.serving() {
-            return l2.get(key).await;
-        }
-        l2.limits().check_key(key)?;
-        let Some(mut link) = l2
-            .node_label_of(key.as_bytes())
-            .and_then(|label| self.inner.coherence.link(&label))
-        else {
+        let link = if self.tracked(key) && self.inner.coherence.serving() {
+            l2.limits().check_key(key)?;
+            l2.node_label_of(key.as_bytes())
+                .and_then(|label| self.inner.coherence.link(&label))
+        } else {
+            None
+        };
+        let Some(mut link) = link else {
+            if self.l2_closed(key) {
+                return Ok(None);
+            }
             return l2.get(key).await;
         };
         let ticket = self.inner.coherence.ticket();
+        // After the ticket: an invalidation the log makes pending after this check also
+        // evicts the key after the ticket, so the fill is refused.
+        if self.l2_closed(key) {
+            return Ok(None);
+        }
         match tokio::time::timeout(l2.timeout(), read::one(&mut link, key)).await {
             Ok(Ok((value, ttl))) => {
                 if value.is_some() {
@@ -308,6 +374,8 @@ impl HybridCache {
             }
         }
         let ticket = coherence.ticket();
+        // After the ticket, as in `read_through`: closed keys are neither filled nor answered.
+        let closed: Vec<bool> = keys.iter().map(|k| self.l2_closed(k)).collect();
         let reads = groups.into_iter().map(|(mut link, _, members)| async move {
             let wanted: Vec<&str> = members
                 .iter()
@@ -331,6 +399,9 @@ impl HybridCache {
         let mut values: Vec<Option<Bytes>> = vec![None; keys.len()];
         for (at, (value, ttl)) in replies.into_iter().flatten() {
             let Some(key) = keys.get(at) else { continue };
+            if closed.get(at).copied().unwrap_or(true) {
+                continue;
+            }
             if value.is_some() {
                 self.record(key, Event::L2Hit);
             }
@@ -420,6 +491,7 @@ impl Cache for HybridCache {
     async fn exists(&self, key: &str) -> Result<bool> {
         match self.l1_answer(key) {
             Some(found) => Ok(found.is_some()),
+            None if self.l2_closed(key) => Ok(false),
             None => self.inner.l2.exists(key).await,
         }
     }
@@ -428,12 +500,18 @@ impl Cache for HybridCache {
     /// trip (a batch is one snapshot either way).
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
         if keys.is_empty() || !keys.iter().all(|k| self.tracked(k)) {
-            return self.inner.l2.get_many(keys).await;
+            return self.l2_get_many(keys).await;
         }
         let coherence = &self.inner.coherence;
-        if !coherence.serving() {
+        if !keys.iter().all(|k| self.l1_may_answer(k)) {
             keys.iter().for_each(|k| self.record(k, Event::L1Bypassed));
-            return self.inner.l2.get_many(keys).await;
+            if !coherence.serving() {
+                return self.l2_get_many(keys).await;
+            }
+            return match self.read_many_linked(keys).await {
+                Some(all) => all,
+                None => self.l2_get_many(keys).await,
+            };
         }
         let held = coherence.held_many(keys);
         let mut values: Vec<Option<Bytes>> = Vec::with_capacity(keys.len());
@@ -457,9 +535,14 @@ impl Cache for HybridCache {
         // that ran it, so a read answered in that same iteration can arrive before it (seen:
         // a batch read with one key of a multi-key write new and the other old). Every key
         // comes from Redis then, in the same single round trip.
+        if !coherence.serving() {
+            // L1 answered on the log's proof (Redis' own has lapsed), but does not hold
+            // every key: no tracking connection to read on.
+            return self.l2_get_many(keys).await;
+        }
         match self.read_many_linked(keys).await {
             Some(all) => all,
-            None => self.inner.l2.get_many(keys).await,
+            None => self.l2_get_many(keys).await,
         }
     }
 
@@ -483,6 +566,9 @@ impl Cache for HybridCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<KeyTtl> {
+        if self.l2_closed(key) {
+            return Ok(KeyTtl::Missing);
+        }
         self.inner.l2.ttl(key).await
     }
 
@@ -514,6 +600,9 @@ impl Cache for HybridCache {
     }
 
     async fn set_members(&self, key: &str) -> Result<Vec<Bytes>> {
+        if self.l2_closed(key) {
+            return Ok(Vec::new());
+        }
         self.inner.l2.set_members(key).await
     }
 

@@ -61,6 +61,13 @@ impl MemoryCache {
                 },
                 Some(_) => return Err(Error::wrong_type(key)),
             },
+            Condition::Differs(key, marker) => match self.live(key) {
+                Some(Entry {
+                    value: Value::Bytes(b),
+                    ..
+                }) => *b != *marker.to_string().as_bytes(),
+                _ => true,
+            },
             Condition::IntEquals(key, expected) => match self.live(key) {
                 None => false,
                 Some(Entry {

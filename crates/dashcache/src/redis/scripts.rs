@@ -50,6 +50,7 @@ pub(crate) fn write_if<'s>(
             Condition::Exists(_) => invocation.arg("exists").arg(n).arg(""),
             Condition::MissingOrBelow(_, bound) => invocation.arg("below").arg(n).arg(*bound),
             Condition::IntEquals(_, value) => invocation.arg("equals").arg(n).arg(*value),
+            Condition::Differs(_, value) => invocation.arg("differs").arg(n).arg(*value),
         };
     }
     invocation.arg(writes.len());
@@ -167,6 +168,8 @@ for _ = 1, ncond do
     if t ~= 'none' then return 0 end
   elseif kind == 'exists' then
     if t == 'none' then return 0 end
+  elseif kind == 'differs' then
+    if t == 'string' and redis.call('GET', key) == arg then return 0 end
   elseif kind == 'equals' then
     if t == 'none' then return 0 end
     if t ~= 'string' then return redis.error_reply(wrongtype) end
