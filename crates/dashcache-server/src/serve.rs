@@ -8,7 +8,7 @@ use dashcache::ratelimit::RateLimiter;
 use dashcache::{Cache, CacheSettings};
 
 use crate::db::{DEMO_USERS, Db};
-use crate::state::{AppState, Backend, WebOptions, keys_for};
+use crate::state::{AppState, Backend, Follow, WebOptions, follower_for, keys_for};
 
 /// The database `serve` uses when given none: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://dashcache.db?mode=rwc";
@@ -93,6 +93,12 @@ pub async fn build_state(
         );
     }
     let keys = keys_for(&settings)?;
+    // The namespaces whose truth is in the database follow its invalidation log (an
+    // in-memory database has no log another connection could read).
+    let follower = match db.shared_url() {
+        Some(_) if options.cache != CacheChoice::None => follower_for(&settings, &keys)?,
+        _ => None,
+    };
     let (backend, limiter) = match settings.redis_cache_builder() {
         _ if options.cache == CacheChoice::None => (
             Backend::plain(Arc::new(DisabledCache), "none", &keys),
@@ -125,10 +131,13 @@ pub async fn build_state(
             let backend = match settings.hybrid_cache_builder(redis.clone()) {
                 Some(hybrid) => {
                     let metrics = dashcache::metrics::CacheMetrics::new(&keys);
-                    let l1 = hybrid
+                    let mut hybrid = hybrid
                         .track_namespaces(&keys, L1_NAMESPACES)?
-                        .metrics(metrics.clone())
-                        .build()?;
+                        .metrics(metrics.clone());
+                    if let Some(follower) = &follower {
+                        hybrid = hybrid.follow(follower.clone());
+                    }
+                    let l1 = hybrid.build()?;
                     tracing::info!(
                         staleness_ms = settings.l1_staleness.as_millis() as u64,
                         max_entries = settings.l1_max_entries,
@@ -136,21 +145,27 @@ pub async fn build_state(
                         "L1 on: reads of these namespaces are answered in process, kept \
                          coherent by Redis within the staleness bound"
                     );
+                    let follow = follower.map(|follower| Follow {
+                        follower,
+                        shared: Arc::new(redis.clone()),
+                        local: Some(l1.clone()),
+                    });
                     Backend {
                         cache: Arc::new(l1.clone()),
                         name,
                         l1: Some(l1),
                         metrics,
+                        follow,
                     }
                 }
-                None => Backend::plain(Arc::new(redis), name, &keys),
+                None => gated(Arc::new(redis), name, &keys, follower),
             };
             (backend, limiter)
         }
         None => {
             let memory = settings.memory_cache_builder().build();
             (
-                Backend::plain(Arc::new(memory), "memory", &keys),
+                gated(Arc::new(memory), "memory", &keys, follower),
                 RateLimiter::memory(keys.clone()),
             )
         }
@@ -187,7 +202,30 @@ pub async fn build_state(
              prefix alone. Set a secret of 16 bytes or more in production."
         );
     }
-    Ok(AppState::new(db, backend, rate_limits, settings, web)?)
+    let state = AppState::new(db, backend, rate_limits, settings, web)?;
+    state.follow_database().await?;
+    Ok(state)
+}
+
+/// A one-tier backend `cache`, its coherent namespaces gated by `follower` when there is one
+/// (the log's entries are applied to `cache` itself).
+fn gated(
+    cache: Arc<dyn Cache>,
+    name: &'static str,
+    keys: &dashcache::Keys,
+    follower: Option<dashcache::coherent::Follower>,
+) -> Backend {
+    let Some(follower) = follower else {
+        return Backend::plain(cache, name, keys);
+    };
+    let gated = dashcache::coherent::Gated::new(Arc::clone(&cache), follower.clone());
+    let mut backend = Backend::plain(Arc::new(gated), name, keys);
+    backend.follow = Some(Follow {
+        follower,
+        shared: cache,
+        local: None,
+    });
+    backend
 }
 
 /// Serves the app on `options.listen` until SIGINT or SIGTERM, then finishes the requests in

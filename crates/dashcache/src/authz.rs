@@ -208,6 +208,18 @@ impl PermissionCache {
         Ok(allowed)
     }
 
+    /// What the database's log invalidates when `user`'s roles change there (see
+    /// [`crate::coherent`]): their generation, replaced with a fresh value.
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed user id.
+    pub fn invalidation(&self, user: &str) -> Result<crate::coherent::Target> {
+        Ok(crate::coherent::Target::version(
+            self.generation_key(user)?,
+            self.generation_ttl(),
+        ))
+    }
+
     /// Makes every cached answer for `user` obsolete (after a role change), in one write.
     ///
     /// # Errors

@@ -223,6 +223,10 @@ pub const CACHE_L1_STALENESS_MS: Number =
 /// `CACHE_L1_MAX_TTL_SECS`: The longest an entry stays in L1.
 pub const CACHE_L1_MAX_TTL_SECS: Number =
     Number::new("CACHE_L1_MAX_TTL_SECS", 300, 1, DAY, Unit::Seconds);
+/// `CACHE_DB_STALENESS_MS`: the staleness bound Δ_db from a database commit to every
+/// instance's answers (see [`crate::coherent`]).
+pub const CACHE_DB_STALENESS_MS: Number =
+    Number::new("CACHE_DB_STALENESS_MS", 1000, 10, 3_600_000, Unit::Millis);
 /// `CACHE_RATE_LIMIT_BATCH`: The most checks of one hot rate-limit bucket a round trip reserves (1: no reservations).
 pub const CACHE_RATE_LIMIT_BATCH: Number =
     Number::new("CACHE_RATE_LIMIT_BATCH", 64, 1, 1024, Unit::Count);
@@ -278,6 +282,12 @@ pub const CACHE_SENTINEL_PASSWORD: Text = Text {
     name: "CACHE_SENTINEL_PASSWORD",
     secret: true,
 };
+/// `CACHE_DB_COHERENT`: the namespaces that follow the database's invalidation log, comma
+/// separated (default: every namespace whose truth is in the database), or `off`.
+pub const CACHE_DB_COHERENT: Text = Text {
+    name: "CACHE_DB_COHERENT",
+    secret: false,
+};
 /// `CACHE_COMPRESSION`: `zstd` compresses large values; `off` stores them plain.
 pub const CACHE_COMPRESSION: Switch = Switch {
     name: "CACHE_COMPRESSION",
@@ -318,6 +328,7 @@ pub const NUMBERS: &[Number] = &[
     CACHE_L1_MAX_BYTES,
     CACHE_L1_STALENESS_MS,
     CACHE_L1_MAX_TTL_SECS,
+    CACHE_DB_STALENESS_MS,
     CACHE_RATE_LIMIT_BATCH,
     CACHE_COMPRESS_MIN_BYTES,
     CACHE_COMPRESS_LEVEL,
@@ -334,6 +345,7 @@ pub const TEXTS: &[Text] = &[
     CACHE_TLS_KEY_FILE,
     CACHE_SENTINEL_USERNAME,
     CACHE_SENTINEL_PASSWORD,
+    CACHE_DB_COHERENT,
 ];
 
 /// Every switch.

@@ -41,6 +41,17 @@ pub struct Db {
     pub(crate) pool: AnyPool,
     queries: Arc<AtomicU64>,
     postgres: bool,
+    url: DbUrl,
+}
+
+/// The URL the database was opened with: it may carry a password, so it shows masked.
+#[derive(Clone)]
+struct DbUrl(Arc<str>);
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&dashcache::url::mask_url(&self.0))
+    }
 }
 
 /// Unix milliseconds now.
@@ -101,7 +112,15 @@ impl Db {
             pool,
             queries: Arc::new(AtomicU64::new(0)),
             postgres,
+            url: DbUrl(Arc::from(url)),
         })
+    }
+
+    /// The URL another connection (the invalidation log's consumer) opens the same database
+    /// with; `None` for an in-memory SQLite database, which no other connection can see.
+    pub fn shared_url(&self) -> Option<&str> {
+        (!self.url.0.contains(":memory:") && !self.url.0.contains("mode=memory"))
+            .then_some(&*self.url.0)
     }
 
     /// Queries run so far.

@@ -2,6 +2,7 @@
 
 mod cached;
 mod credentials;
+mod follow;
 mod ledger;
 mod permissions;
 mod provider;
@@ -24,6 +25,7 @@ use dashcache::token::OneTimeTokens;
 use dashcache::{Cache, CacheSettings, Instrumented, Keys, Ttl};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+pub use follow::{COHERENT_NAMESPACES, Follow, follower_for, mapping};
 pub use ledger::{MAX_PAGE, TransactionPage};
 pub use permissions::role_allows;
 pub use provider::{ProviderAnswer, ProviderData};
@@ -85,6 +87,10 @@ struct Inner {
     prometheus_handle: PrometheusHandle,
     backend: &'static str,
     l1: Option<HybridCache>,
+    /// How the backend follows the database's invalidation log, when it does.
+    follow: Option<Follow>,
+    /// This instance's consumer of the log, once [`AppState::follow_database`] started it.
+    consumer: std::sync::OnceLock<dashcache::coherent::log::Consumer>,
     started: Instant,
     /// Added to every cache-aside load, in microseconds: a remote database's round trip, for
     /// drills and demos on a local SQLite file (0 in production).
@@ -105,6 +111,8 @@ pub struct Backend {
     /// The per-namespace metrics the state counts into; the hybrid cache's L1 counters must go
     /// to the same (see [`HybridCacheBuilder::metrics`](dashcache::hybrid::HybridCacheBuilder::metrics)).
     pub metrics: CacheMetrics,
+    /// How `cache` follows the database's invalidation log (`None`: it does not).
+    pub follow: Option<Follow>,
 }
 
 impl Backend {
@@ -115,6 +123,7 @@ impl Backend {
             name,
             l1: None,
             metrics: CacheMetrics::new(keys),
+            follow: None,
         }
     }
 }
@@ -285,6 +294,8 @@ impl AppState {
                 prometheus_handle,
                 backend: backend.name,
                 l1: backend.l1,
+                follow: backend.follow,
+                consumer: std::sync::OnceLock::new(),
                 started: Instant::now(),
                 load_latency_micros: std::sync::atomic::AtomicU64::new(0),
             }),

@@ -208,6 +208,29 @@ impl<S: SessionRecord> SessionStore<S> {
         self.user_key("user", user)
     }
 
+    /// What the database's log invalidates when the session with `handle` is revoked or
+    /// deleted there (see [`crate::coherent`]): the session, and a tombstone until
+    /// `expires_at`, so a copy read from the database before the revocation cannot be stored
+    /// again after it.
+    ///
+    /// # Errors
+    /// `InvalidKey` for a malformed handle.
+    pub fn invalidation(
+        &self,
+        handle: &str,
+        expires_at: SystemTime,
+    ) -> Result<[crate::coherent::Target; 2]> {
+        let left = expires_at
+            .duration_since(self.clock.wall())
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+            .min(self.max_lifetime);
+        Ok([
+            crate::coherent::Target::key(self.id_key("id", handle)?),
+            crate::coherent::Target::version(self.id_key("deleted", handle)?, Ttl::After(left)),
+        ])
+    }
+
     fn id_key(&self, kind: &str, id: &str) -> Result<String> {
         self.keys
             .tagged_key(Self::id_tag(id), [self.namespace.as_str(), kind, id])

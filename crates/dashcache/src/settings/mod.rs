@@ -103,6 +103,12 @@ pub struct CacheSettings {
     pub l1_staleness: Duration,
     /// `CACHE_L1_MAX_TTL_SECS`: the longest an entry stays in L1 (default 5 minutes).
     pub l1_max_ttl: Duration,
+    /// `CACHE_DB_STALENESS_MS`: the staleness bound Δ_db of the namespaces that follow the
+    /// database's invalidation log (default 1 s; see [`crate::coherent`]).
+    pub db_staleness: Duration,
+    /// `CACHE_DB_COHERENT`: which namespaces follow the log. `None` (unset): the
+    /// application's default; an empty list (`off`): none.
+    pub db_coherent: Option<Vec<String>>,
     /// `CACHE_RATE_LIMIT_BATCH`: the most checks of one hot rate-limit bucket a round trip to
     /// Redis reserves for this instance (default 64; 1 turns reservations off). See
     /// [`RedisBuckets::with_reservations`](crate::ratelimit::RedisBuckets::with_reservations).
@@ -260,6 +266,8 @@ impl CacheSettings {
             l1_max_bytes: r.number(&vars::CACHE_L1_MAX_BYTES),
             l1_staleness: r.duration(&vars::CACHE_L1_STALENESS_MS),
             l1_max_ttl: r.duration(&vars::CACHE_L1_MAX_TTL_SECS),
+            db_staleness: r.duration(&vars::CACHE_DB_STALENESS_MS),
+            db_coherent: r.namespaces(&vars::CACHE_DB_COHERENT),
             rate_limit_batch: r.number(&vars::CACHE_RATE_LIMIT_BATCH),
             compression: r.switch(&vars::CACHE_COMPRESSION),
             compress_min_bytes: r.number(&vars::CACHE_COMPRESS_MIN_BYTES),
@@ -346,6 +354,13 @@ impl fmt::Display for CacheSettings {
         writeln!(f, "CACHE_L1_MAX_BYTES={}", self.l1_max_bytes)?;
         writeln!(f, "CACHE_L1_STALENESS_MS={}", self.l1_staleness.as_millis())?;
         writeln!(f, "CACHE_L1_MAX_TTL_SECS={}", self.l1_max_ttl.as_secs())?;
+        writeln!(f, "CACHE_DB_STALENESS_MS={}", self.db_staleness.as_millis())?;
+        let coherent = match &self.db_coherent {
+            None => "(unset: the application's default)".to_owned(),
+            Some(list) if list.is_empty() => "off".to_owned(),
+            Some(list) => list.join(","),
+        };
+        writeln!(f, "CACHE_DB_COHERENT={coherent}")?;
         writeln!(f, "CACHE_RATE_LIMIT_BATCH={}", self.rate_limit_batch)?;
         writeln!(
             f,

@@ -77,6 +77,27 @@ impl Reader<'_> {
         }
     }
 
+    /// A list of namespaces: unset is `None`, `off` (or `none`) an empty list.
+    pub(super) fn namespaces(&mut self, var: &Text) -> Option<Vec<String>> {
+        let text = self.text(var)?;
+        if text == "off" || text == "none" {
+            return Some(Vec::new());
+        }
+        let list: Vec<String> = text.split(',').map(|s| s.trim().to_owned()).collect();
+        let valid = |ns: &String| {
+            !ns.is_empty()
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !list.iter().all(valid) {
+            let allowed = "namespaces separated by commas (letters, digits, `_`, `-`), or `off`";
+            self.problem(var.name, text, allowed);
+            return None;
+        }
+        Some(list)
+    }
+
     pub(super) fn redis_url(&mut self) -> Option<String> {
         let url = self.text(&vars::REDIS_URL)?;
         if let Err(allowed) = check_url(&url) {

@@ -334,8 +334,9 @@ enum Work {
     /// Every entry before this reached the shared cache: the horizon may move here.
     Horizon(i64),
     /// The backlog was dropped (or never known): sweep the coherent namespaces, then the
-    /// horizon may move here.
-    Sweep(i64),
+    /// horizon may move here. `twice`: fills may be in flight that read their generation
+    /// before entries that were dropped (see [`sweep_shared`]).
+    Sweep { horizon: i64, twice: bool },
 }
 
 impl State {
@@ -377,12 +378,12 @@ impl State {
 
     /// Drops the backlog and sweeps the coherent namespaces from the shared cache instead;
     /// until then no shared read of them is allowed.
-    fn sweep(&self, horizon: i64) {
+    fn sweep(&self, horizon: i64, twice: bool) {
         let mut queue = self.queue();
         self.follower.start_overflow();
         queue.clear();
         self.queued.store(0, Ordering::Release);
-        queue.push_back(Work::Sweep(horizon));
+        queue.push_back(Work::Sweep { horizon, twice });
         drop(queue);
         self.work.notify_one();
     }
@@ -436,8 +437,9 @@ async fn follow(
         let (start, unknown) = log.start(conn).await?;
         log.register(conn, &state.id, start.horizon()).await?;
         if unknown && state.shared.is_some() {
-            // The first consumer of this log: nothing tells what the shared cache holds.
-            state.sweep(start.horizon());
+            // The first consumer of this log: nothing tells what the shared cache holds. No
+            // entry was dropped, so one sweep does.
+            state.sweep(start.horizon(), false);
         } else {
             state.push(Work::Horizon(start.horizon()));
         }
@@ -482,9 +484,9 @@ async fn follow(
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         if unknown {
             state.drop_local();
-            state.sweep(next.horizon());
+            state.sweep(next.horizon(), true);
         } else if state.queued.load(Ordering::Acquire) > state.max_queued {
-            state.sweep(next.horizon());
+            state.sweep(next.horizon(), true);
         } else {
             state.push(Work::Horizon(next.horizon()));
         }
@@ -528,7 +530,7 @@ async fn fell_behind(
     state.drop_local();
     let (start, _) = state.log.start(conn).await?;
     state.log.register(conn, &state.id, start.horizon()).await?;
-    state.sweep(start.horizon());
+    state.sweep(start.horizon(), true);
     *cursor = Some(start);
     Ok(())
 }
@@ -549,9 +551,9 @@ async fn apply_loop(state: Arc<State>) {
                     apply_entries(&state, std::mem::take(&mut entries)).await;
                     state.shared_horizon.fetch_max(horizon, Ordering::AcqRel);
                 }
-                Work::Sweep(horizon) => {
+                Work::Sweep { horizon, twice } => {
                     apply_entries(&state, std::mem::take(&mut entries)).await;
-                    sweep_shared(&state).await;
+                    sweep_shared(&state, twice).await;
                     state.shared_horizon.fetch_max(horizon, Ordering::AcqRel);
                 }
             }
@@ -574,7 +576,7 @@ fn take_batch(state: &State) -> Vec<Work> {
         if let Work::Entry { targets: t, .. } = &work {
             targets += t.len();
         }
-        let sweep = matches!(work, Work::Sweep(_));
+        let sweep = matches!(work, Work::Sweep { .. });
         batch.push(work);
         if targets >= IN_FLIGHT || sweep {
             break;
@@ -639,15 +641,16 @@ async fn apply_entries(state: &State, entries: Vec<(i64, Vec<Target>)>) {
     }
 }
 
-/// Deletes every key of the coherent namespaces from the shared cache, twice: a fill that
-/// read its generation before the first sweep may still commit for half a fence window
-/// after it (then it is refused), and the second sweep removes what such fills wrote.
-async fn sweep_shared(state: &State) {
+/// Deletes every key of the coherent namespaces from the shared cache; `twice` after entries
+/// were dropped: a fill that read its generation before such an entry may still commit for
+/// half a fence window after the first sweep (then it is refused), and the second sweep
+/// removes what such fills wrote.
+async fn sweep_shared(state: &State, twice: bool) {
     let Some(shared) = &state.shared else {
         return;
     };
     state.counters.sweeps.fetch_add(1, Ordering::Relaxed);
-    for round in 0..2 {
+    for round in 0..(if twice { 2 } else { 1 }) {
         if round == 1 {
             tokio::time::sleep(state.sweep_pause).await;
         }
