@@ -6,6 +6,7 @@
 //! - [`RedisCluster`] (three masters, three replicas), [`RedisSentinels`] (a master, a
 //!   replica, three sentinels) and [`TlsRedis`] (with certificates made by [`TestCerts`]).
 //! - [`conformance`] is the one suite every [`Cache`](dashcache::Cache) backend must pass.
+//! - [`History`] checks recorded reads against a staleness bound.
 //! - [`Proxy`] partitions a real server from its clients (cut, blackhole, restore) while it
 //!   keeps its data.
 //! - [`modules`] checks that a crate's top-level modules import each other without loops.
@@ -31,6 +32,9 @@ pub mod conformance;
 mod harness;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+mod history;
+#[cfg(feature = "harness")]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 pub mod modules;
 #[cfg(feature = "harness")]
 #[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -52,6 +56,8 @@ mod tls;
 pub use cluster::RedisCluster;
 #[cfg(feature = "harness")]
 pub use harness::{Backend, cluster_cache, hybrid_cache, redis_cache};
+#[cfg(feature = "harness")]
+pub use history::History;
 #[cfg(feature = "harness")]
 pub use postgres::{PgSchema, PostgresServer};
 pub use process::redis_server_binary;

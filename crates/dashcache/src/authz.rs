@@ -7,6 +7,11 @@
 //! that was evaluating during an invalidation — it read the old generation — writes an answer
 //! that no later check will accept.
 //!
+//! A user without a generation has no valid answer: the first check creates one together with
+//! its answer, in one step and only while there is still none. A missing generation proves
+//! nothing — it may have expired, or a cache that follows the database's log may not be
+//! allowed to show it yet (see [`crate::coherent`]) — so it never validates an answer.
+//!
 //! A hit is one round trip (the generation and the answer are read together). When the cache
 //! fails, the check falls through to the evaluator: permissions are then as fresh as the
 //! source of truth, only slower.
@@ -20,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 
-use crate::cache::{Cache, Ttl};
+use crate::cache::{Cache, Condition, Ttl, Write};
 use crate::error::Result;
 use crate::fallback::Fallbacks;
 use crate::key::Keys;
@@ -161,6 +166,7 @@ impl PermissionCache {
                 return evaluate().await;
             }
         };
+        // The user's generation as read: `Some(None)` when they have none.
         let generation = match self
             .inner
             .cache
@@ -169,14 +175,12 @@ impl PermissionCache {
         {
             Ok(values) => {
                 let mut values = values.into_iter();
-                let generation = values
-                    .next()
-                    .flatten()
-                    .unwrap_or_else(|| Bytes::from_static(b"0"));
-                if let Some(allowed) = values
-                    .next()
-                    .flatten()
-                    .and_then(|a| answer_for(&a, &generation))
+                let generation = values.next().flatten();
+                if let Some(generation) = &generation
+                    && let Some(allowed) = values
+                        .next()
+                        .flatten()
+                        .and_then(|a| answer_for(&a, generation))
                 {
                     return Ok(allowed);
                 }
@@ -189,23 +193,59 @@ impl PermissionCache {
         };
         let allowed = evaluate().await?;
         if let Some(generation) = generation {
-            let ttl = if allowed {
-                self.inner.allow_ttl
-            } else {
-                self.inner.deny_ttl
-            };
-            let mut value = generation.to_vec();
-            value.extend_from_slice(if allowed { b":1" } else { b":0" });
-            if let Err(e) = self
-                .inner
-                .cache
-                .set(&answer_key, Bytes::from(value), Ttl::from(ttl))
-                .await
-            {
-                self.inner.fallbacks.record(&answer_key, &e);
-            }
+            self.remember(&generation_key, &answer_key, generation, allowed)
+                .await;
         }
         Ok(allowed)
+    }
+
+    /// Caches `allowed` under the generation read before it was evaluated. Without one, a
+    /// generation is created with the answer in one step, and only while there is still none:
+    /// a missing generation proves nothing (the cache may have lost it, or not be allowed to
+    /// say), so no answer is ever kept without one.
+    async fn remember(
+        &self,
+        generation_key: &str,
+        answer_key: &str,
+        generation: Option<Bytes>,
+        allowed: bool,
+    ) {
+        let ttl = Ttl::from(if allowed {
+            self.inner.allow_ttl
+        } else {
+            self.inner.deny_ttl
+        });
+        let answer = |generation: &[u8]| {
+            let mut value = generation.to_vec();
+            value.extend_from_slice(if allowed { b":1" } else { b":0" });
+            Bytes::from(value)
+        };
+        let done = match generation {
+            Some(generation) => {
+                self.inner
+                    .cache
+                    .set(answer_key, answer(&generation), ttl)
+                    .await
+            }
+            None => {
+                let fresh: i64 = rand::rng().random_range(1..i64::MAX);
+                let value = answer(fresh.to_string().as_bytes());
+                self.inner
+                    .cache
+                    .write_if(
+                        &[Condition::Absent(generation_key)],
+                        &[
+                            Write::SetInt(generation_key, fresh, self.generation_ttl()),
+                            Write::Set(answer_key, value, ttl),
+                        ],
+                    )
+                    .await
+                    .map(drop)
+            }
+        };
+        if let Err(e) = done {
+            self.inner.fallbacks.record(answer_key, &e);
+        }
     }
 
     /// What the database's log invalidates when `user`'s roles change there (see

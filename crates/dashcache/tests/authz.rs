@@ -188,3 +188,36 @@ async fn a_failing_cache_falls_through_to_the_evaluator() {
 
 // The embedded cache's clock is advanced instead of sleeping.
 dashcache_testkit::on_every_backend!(|backend| &backend; deny_and_allow_have_their_own_ttls);
+
+/// Regression: a missing generation read as generation "0", and answers cached before the
+/// user had one were written under "0". A cache that may not show the generation (the
+/// database's log has not reached it yet) then validated an old grant: a removed admin kept
+/// their rights while the cache was partitioned.
+#[tokio::test]
+async fn a_missing_generation_validates_no_answer() {
+    let cache: Arc<dyn Cache> = Arc::new(dashcache::MemoryCache::new());
+    let p = permissions(Arc::clone(&cache));
+    let calls = Arc::new(AtomicUsize::new(0));
+    p.check("u1", "users", "read", evaluator(&calls, true))
+        .await
+        .unwrap();
+    let keys = Keys::new("t", ["authz"]).unwrap();
+    let generation = keys
+        .tagged_key("u1", ["authz", "u1", "generation"])
+        .unwrap();
+    // The generation goes (expired, or hidden), the answer stays: it must not be trusted.
+    assert!(cache.delete(&generation).await.unwrap());
+    assert_eq!(
+        p.check("u1", "users", "read", evaluator(&calls, false))
+            .await,
+        Ok(false)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // And the new answer is cached under a generation of its own.
+    assert_eq!(
+        p.check("u1", "users", "read", evaluator(&calls, true))
+            .await,
+        Ok(false)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -12,7 +12,7 @@ use dashcache::aside::{CacheAside, LoaderTimeout};
 use dashcache::coherent::log::{Consumer, Dialect, InvalidationLog, Mapping};
 use dashcache::coherent::{Follower, Gated, Target};
 use dashcache::{Cache, HybridCache, Keys, MemoryCache, RedisCache, Ttl};
-use dashcache_testkit::{PostgresServer, Proxy, RedisServer};
+use dashcache_testkit::{History, PostgresServer, Proxy, RedisServer};
 use sqlx::Connection as _;
 
 /// The bound the tests run with.
@@ -178,56 +178,6 @@ impl Instance {
     }
 }
 
-/// Writes (version, completed at) and reads (began at, version) of one key, and the check:
-/// every read returns a version no older than the newest write completed before it began,
-/// less Δ_db.
-#[derive(Default)]
-struct History {
-    writes: Mutex<Vec<(u64, Instant)>>,
-    violations: Mutex<Vec<String>>,
-    reads: Mutex<u64>,
-}
-
-impl History {
-    fn wrote(&self, version: u64) {
-        self.writes.lock().unwrap().push((version, Instant::now()));
-    }
-
-    fn read(&self, began: Instant, got: Option<String>, who: &str) {
-        *self.reads.lock().unwrap() += 1;
-        let got: u64 = got
-            .and_then(|v| v.strip_prefix('v')?.parse().ok())
-            .unwrap_or(0);
-        let bound = began.checked_sub(DELTA_DB);
-        let required = self
-            .writes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, at)| bound.is_some_and(|b| *at < b))
-            .map(|(v, _)| *v)
-            .max()
-            .unwrap_or(0);
-        if got < required {
-            self.violations.lock().unwrap().push(format!(
-                "{who}: read v{got} at {:?} after v{required} was committed",
-                began.elapsed()
-            ));
-        }
-    }
-
-    fn assert_clean(&self) {
-        let violations = self.violations.lock().unwrap();
-        assert!(
-            violations.is_empty(),
-            "{} of {} reads stale beyond Δ_db: {:?}",
-            violations.len(),
-            self.reads.lock().unwrap(),
-            &violations[..violations.len().min(5)]
-        );
-    }
-}
-
 /// Reads `id` on every instance until `stop`, recording each read.
 fn readers(
     instances: &[Arc<Instance>],
@@ -244,7 +194,10 @@ fn readers(
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let began = Instant::now();
                     let got = instance.name("u1").await;
-                    history.read(began, got, &format!("instance {i}"));
+                    let version = got
+                        .and_then(|v| v.strip_prefix('v')?.parse().ok())
+                        .unwrap_or(0);
+                    history.read(began, version, &format!("instance {i}"));
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
@@ -262,7 +215,7 @@ async fn plain_sql_changes_reach_every_instance(db: Db, fault: Fault) {
     let b = Arc::new(Instance::start(&server.url(), &db).await);
     assert_eq!(a.name("u1").await.as_deref(), Some("v0"));
     assert_eq!(b.name("u1").await.as_deref(), Some("v0"));
-    let history = Arc::new(History::default());
+    let history = Arc::new(History::new(DELTA_DB));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks = readers(&[Arc::clone(&a), Arc::clone(&b)], &history, &stop);
     for version in 1..=30u64 {
@@ -290,7 +243,7 @@ async fn plain_sql_changes_reach_every_instance(db: Db, fault: Fault) {
     }
     println!(
         "{fault:?}: {} reads; a {:?}; b {:?}",
-        history.reads.lock().unwrap(),
+        history.reads(),
         a.consumer.status(),
         b.consumer.status()
     );
@@ -486,6 +439,114 @@ async fn sqlite_an_embedded_cache_follows_the_log_and_lapses_without_it() {
     assert!(
         memory.get(&key).await.unwrap().is_some(),
         "still held, not served"
+    );
+}
+
+/// Retention keeps what a live consumer still needs and removes the rest; a consumer that was
+/// forgotten (away past the liveness window) drops what it cannot prove before it serves
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_follows_live_consumers_and_a_forgotten_one_sweeps() {
+    let db = Db::sqlite().await;
+    let count = |pool: sqlx::AnyPool, table: &'static str| async move {
+        sqlx::query_as::<_, (i64,)>(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .0
+    };
+    let start = |liveness: Duration| {
+        let memory: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+        let follower = Follower::for_namespaces(&keys(), ["user"], DELTA_DB).unwrap();
+        Consumer::builder(db.log(), db.url.clone(), follower)
+            .shared(memory)
+            .sweep_pause(Duration::from_millis(10))
+            .liveness(liveness)
+            .retention_every(Duration::from_millis(200))
+            .start()
+            .unwrap()
+    };
+    // A consumer that stops early: registered, never past the first entries.
+    let gone = start(Duration::from_secs(600));
+    assert!(gone.ready(Duration::from_secs(20)).await);
+    drop(gone);
+    let live = start(Duration::from_secs(2));
+    assert!(live.ready(Duration::from_secs(20)).await);
+    for i in 0..10 {
+        db.set_name(&format!("r{i}"), "v").await;
+    }
+    live.wake();
+    wait_for(|| live.status().entries >= 10, "the entries").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        count(db.pool.clone(), "dashcache_invalidations").await,
+        10,
+        "kept for the stopped consumer while it may come back"
+    );
+    // Past the liveness window it is forgotten, and what only it needed goes.
+    let started = Instant::now();
+    while count(db.pool.clone(), "dashcache_invalidations").await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{live:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(db.pool.clone(), "dashcache_consumers").await, 1);
+    // The live one is forgotten too (as if it had been away): it sweeps and proves again.
+    let sweeps = live.status().sweeps;
+    sqlx::query("DELETE FROM dashcache_consumers")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    wait_for(|| live.status().sweeps > sweeps, "a sweep").await;
+    assert!(live.ready(Duration::from_secs(20)).await, "{live:?}");
+    assert_eq!(count(db.pool.clone(), "dashcache_consumers").await, 1);
+}
+
+/// An entry appended in the caller's transaction commits with it, and never without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_explicit_entries_commit_with_their_transaction() {
+    let server = PostgresServer::start();
+    let db = Db::postgres(&server).await;
+    let memory: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let follower = Follower::for_namespaces(&keys(), ["user"], DELTA_DB).unwrap();
+    let consumer = Consumer::builder(db.log(), db.url.clone(), follower)
+        .shared(Arc::clone(&memory))
+        .sweep_pause(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    assert!(consumer.ready(Duration::from_secs(20)).await);
+    let key = keys().key(["user", "x"]).unwrap();
+    let version = keys().key(["rate", "v"]).unwrap();
+    for k in [&key, &version] {
+        memory
+            .set(k, bytes::Bytes::from_static(b"1"), Ttl::secs(60))
+            .await
+            .unwrap();
+    }
+    let targets = [
+        Target::key(key.clone()),
+        Target::version(version.clone(), Ttl::secs(60)),
+    ];
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    db.log().append(&mut conn, &targets).await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    tokio::time::sleep(DELTA_DB).await;
+    assert!(
+        memory.exists(&key).await.unwrap(),
+        "a rolled-back entry applies nothing"
+    );
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    db.log().append(&mut conn, &targets).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    wait_for_async(
+        || async { !memory.exists(&key).await.unwrap() },
+        "the committed entry",
+    )
+    .await;
+    assert_ne!(
+        memory.get(&version).await.unwrap(),
+        Some(bytes::Bytes::from_static(b"1")),
+        "the version was replaced"
     );
 }
 

@@ -344,6 +344,14 @@ impl AppState {
         self.inner.l1.as_ref().map(HybridCache::status)
     }
 
+    /// Whether the circuit breaker in front of Redis is open (with an L1; `false` otherwise).
+    pub fn cache_breaker_open(&self) -> bool {
+        self.inner
+            .l1
+            .as_ref()
+            .is_some_and(|l1| l1.l2().is_circuit_open())
+    }
+
     /// The key builder.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys

@@ -209,9 +209,9 @@ impl<S: SessionRecord> SessionStore<S> {
     }
 
     /// What the database's log invalidates when the session with `handle` is revoked or
-    /// deleted there (see [`crate::coherent`]): the session, and a tombstone until
+    /// deleted there (see [`crate::coherent`]), in the order to apply them: a tombstone until
     /// `expires_at`, so a copy read from the database before the revocation cannot be stored
-    /// again after it.
+    /// again after it, then the session itself.
     ///
     /// # Errors
     /// `InvalidKey` for a malformed handle.
@@ -225,9 +225,10 @@ impl<S: SessionRecord> SessionStore<S> {
             .unwrap_or_default()
             .max(Duration::from_secs(1))
             .min(self.max_lifetime);
+        // The tombstone first: a `put` that lands between the two steps is refused.
         Ok([
-            crate::coherent::Target::key(self.id_key("id", handle)?),
             crate::coherent::Target::version(self.id_key("deleted", handle)?, Ttl::After(left)),
+            crate::coherent::Target::key(self.id_key("id", handle)?),
         ])
     }
 

@@ -36,6 +36,7 @@ pub struct ConsumerBuilder {
     local: Option<Local>,
     poll: Option<Duration>,
     liveness: Duration,
+    retention: Duration,
     page: i64,
     max_queued: usize,
     sweep_pause: Duration,
@@ -81,6 +82,13 @@ impl ConsumerBuilder {
     /// cannot prove.
     pub fn liveness(mut self, window: Duration) -> Self {
         self.liveness = window.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How often this consumer removes forgotten consumers and the entries every live one is
+    /// past (default every 30 s).
+    pub fn retention_every(mut self, every: Duration) -> Self {
+        self.retention = every.max(Duration::from_millis(10));
         self
     }
 
@@ -140,6 +148,7 @@ impl ConsumerBuilder {
             local: self.local,
             poll,
             liveness: self.liveness,
+            retention: self.retention,
             page: self.page,
             max_queued: self.max_queued,
             sweep_pause: self.sweep_pause,
@@ -237,6 +246,7 @@ impl Consumer {
             local: None,
             poll: None,
             liveness: Duration::from_secs(600),
+            retention: Duration::from_secs(30),
             page: 1000,
             max_queued: MAX_QUEUED,
             sweep_pause: crate::aside::fence::DEFAULT_WINDOW / 2,
@@ -296,6 +306,7 @@ struct State {
     local: Option<Local>,
     poll: Duration,
     liveness: Duration,
+    retention: Duration,
     page: i64,
     max_queued: usize,
     sweep_pause: Duration,
@@ -502,7 +513,7 @@ async fn follow(
                 fell_behind(state, conn, cursor).await?;
             }
         }
-        if last_retention.elapsed() >= Duration::from_secs(30) {
+        if last_retention.elapsed() >= state.retention {
             last_retention = tokio::time::Instant::now();
             let gone = log.retain(conn, liveness_ms).await?;
             state
@@ -585,58 +596,46 @@ fn take_batch(state: &State) -> Vec<Work> {
     batch
 }
 
-/// Applies `entries` to the shared cache, concurrently, retrying failures with backoff until
-/// every target is applied; then clears their pending marks.
+/// Applies `entries` to the shared cache, each entry's targets in order (a tombstone before
+/// the value it guards), the entries concurrently, retrying each failure with backoff until it
+/// is applied; then clears their pending marks.
 async fn apply_entries(state: &State, entries: Vec<(i64, Vec<Target>)>) {
     let Some(shared) = &state.shared else {
         return;
     };
-    let mut todo: Vec<(i64, Target)> = entries
-        .into_iter()
-        .flat_map(|(stamp, targets)| targets.into_iter().map(move |t| (stamp, t)))
-        .collect();
-    let mut backoff = Duration::from_millis(20);
-    while !todo.is_empty() {
-        let results =
-            futures::future::join_all(todo.iter().map(|(stamp, t)| shared.apply(t, *stamp))).await;
-        let mut failed = Vec::new();
-        let mut done = Vec::new();
-        for ((stamp, target), result) in todo.into_iter().zip(results) {
-            match result {
-                Ok(wrote) => {
-                    if wrote {
-                        state.counters.written.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.push(target);
-                }
-                Err(e) => {
-                    if failed.is_empty() {
-                        state.failed("the shared cache refused an invalidation", &e);
-                    }
-                    failed.push((stamp, target));
-                }
-            }
+    let chains = entries.into_iter().map(|(stamp, targets)| async move {
+        for target in targets {
+            apply_one(state, shared, &target, stamp).await;
+            state.follower.clear_pending(&[target.cache_key()]);
+            state.counters.applied.fetch_add(1, Ordering::Relaxed);
+            // Never below zero: a sweep may have reset the count meanwhile.
+            let _ = state
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                });
         }
-        let keys: Vec<&str> = done.iter().map(Target::cache_key).collect();
-        state.follower.clear_pending(&keys);
-        state
-            .counters
-            .applied
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
-        // Never below zero: a sweep may have reset the count meanwhile.
-        let _ = state
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(done.len()))
-            });
-        todo = failed;
-        if !todo.is_empty() {
-            state
-                .counters
-                .retries
-                .fetch_add(todo.len() as u64, Ordering::Relaxed);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+    });
+    futures::future::join_all(chains).await;
+}
+
+/// Applies one target, retrying with backoff until the shared cache accepts it.
+async fn apply_one(state: &State, shared: &Applier, target: &Target, stamp: i64) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match shared.apply(target, stamp).await {
+            Ok(wrote) => {
+                if wrote {
+                    state.counters.written.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            Err(e) => {
+                state.failed("the shared cache refused an invalidation", &e);
+                state.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }
