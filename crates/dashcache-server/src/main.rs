@@ -80,6 +80,10 @@ enum Command {
     Load(LoadArgs),
     /// Kill, restart, freeze and resume Redis under load; report each phase.
     Drill(DrillArgs),
+    /// Measure the invalidation log: commit to visible on another instance, and what its
+    /// trigger adds to a write (a private Redis; a temporary SQLite file unless given a
+    /// database).
+    LogBench(LogBenchArgs),
     /// Run the stand-in upstream provider API on its own (what `serve` otherwise runs
     /// in-process), with the latency and errors of a real one.
     Upstream(UpstreamArgs),
@@ -300,6 +304,17 @@ struct LoadArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct LogBenchArgs {
+    /// The database (a `postgres://` one measures LISTEN/NOTIFY wake-ups); a temporary SQLite
+    /// file when absent. Its `users` table gets the demo users when empty.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Commits to measure.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+}
+
+#[derive(Debug, clap::Args)]
 struct DrillArgs {
     /// Seconds per phase.
     #[arg(long, default_value_t = 10)]
@@ -467,6 +482,13 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
             let _ = tokio::signal::ctrl_c().await;
             None
         }
+        Command::LogBench(args) => Some(
+            cli::log_bench::run(&cli::log_bench::LogBenchOptions {
+                database_url: args.database_url,
+                samples: args.samples,
+            })
+            .await?,
+        ),
         Command::Drill(args) => Some(
             cli::drill::run(DrillOptions {
                 phase: Duration::from_secs(args.phase_secs.max(1)),

@@ -199,6 +199,62 @@ async fn every_writer_reaches_another_instances_l1_within_the_bound() {
 
 // A fill overtaken by an invalidation: a unit test of `hybrid` (it needs a test hook).
 
+/// The tracking connection partitioned (Redis keeps its data, and is written meanwhile by
+/// another client): L1 stops answering within Δ — a read fails rather than serve the old
+/// value — and after the heal serves the write, never the value from before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stops_l1_within_delta_and_the_heal_brings_the_write() {
+    let server = RedisServer::start();
+    let proxy =
+        dashcache_testkit::Proxy::start(format!("127.0.0.1:{}", server.port()).parse().unwrap());
+    let cache = Arc::new(hybrid(&proxy.redis_url()).await);
+    let mut raw = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let set = |value: &'static str| redis::cmd("SET").arg("part").arg(value).clone();
+    let _: () = set("v1").query_async(&mut raw).await.unwrap();
+    until_in_l1(&cache, "part", Some("v1")).await;
+    let history = Arc::new(dashcache_testkit::History::named("part", DELTA));
+    history.wrote(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (cache, history, stop) = (Arc::clone(&cache), Arc::clone(&history), Arc::clone(&stop));
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                // A failed read serves nothing, stale or not.
+                if let Ok(found) = cache.get("part").await {
+                    let version = match found.as_deref() {
+                        Some(b"v1") => 1,
+                        Some(b"v2") => 2,
+                        other => panic!("{other:?}"),
+                    };
+                    history.read(began, version, "partitioned instance");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.blackhole();
+    let _: () = set("v2").query_async(&mut raw).await.unwrap();
+    history.wrote(2);
+    tokio::time::sleep(DELTA * 3).await;
+    proxy.restore();
+    let start = Instant::now();
+    while cache.get("part").await.ok().flatten().as_deref() != Some(&b"v2"[..]) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{cache:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(DELTA).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    history.assert_clean();
+    assert!(history.reads() > 10);
+}
+
 /// Completed writes and, read by read, the check that no read returned a value older than
 /// every write that completed Δ before it began.
 #[derive(Default)]

@@ -174,6 +174,50 @@ async fn a_flushed_script_cache_or_a_restart_does_not_switch_limiting_off() {
     assert_eq!(decisions, vec![true, true, true, false]);
 }
 
+/// A partition keeps Redis' buckets, unlike a kill: what the local fallback admits meanwhile is
+/// per instance and bounded by the rule, and once the link heals the shared bucket decides
+/// again — still as empty as the partition found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_falls_back_locally_and_the_shared_bucket_outlives_it() {
+    let server = RedisServer::start();
+    let proxy =
+        dashcache_testkit::Proxy::start(format!("127.0.0.1:{}", server.port()).parse().unwrap());
+    let cache = dashcache::RedisCache::builder(proxy.redis_url())
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let limiter = RateLimiter::redis(cache, keys());
+    let rule = Rule::new("login", 3, 1, Duration::from_secs(3600)).unwrap();
+    for _ in 0..3 {
+        assert!(limiter.check(&rule, "c1").await.unwrap().allowed);
+    }
+    assert!(!limiter.check(&rule, "c1").await.unwrap().allowed);
+    proxy.blackhole();
+    // The store cannot answer: a rule falling back to local buckets gets this instance's own
+    // (full at first, then as strict).
+    assert!(limiter.check(&rule, "c1").await.is_err());
+    let local: Vec<bool> = (0..4)
+        .map(|_| limiter.check_locally(&rule, "c1").allowed)
+        .collect();
+    assert_eq!(local, vec![true, true, true, false]);
+    proxy.restore();
+    let start = std::time::Instant::now();
+    let decision = loop {
+        match limiter.check(&rule, "c1").await {
+            Ok(d) => break d,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        !decision.allowed,
+        "the shared bucket kept its state through the partition"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_expire_once_they_would_be_full() {
     let server = RedisServer::start();

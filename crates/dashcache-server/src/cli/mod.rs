@@ -6,6 +6,7 @@ pub mod config;
 pub mod drill;
 pub mod http_load;
 pub mod keys;
+pub mod log_bench;
 pub mod users;
 pub mod warm;
 

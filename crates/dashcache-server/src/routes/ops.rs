@@ -21,9 +21,10 @@ use crate::state::AppState;
 /// A cache answering slower than this makes the service `degraded`.
 const SLOW_CACHE: Duration = Duration::from_millis(50);
 
-/// `GET /health`: `healthy`; `degraded` (200) when the cache is down or slow — the service
-/// still serves, from the database; `unhealthy` (503) when the database is down. The details
-/// only for admins and the operations token.
+/// `GET /health`: `healthy`; `degraded` (200) when the cache is down or slow, or the
+/// invalidation log is not proven — the service still serves, from the database;
+/// `unhealthy` (503) when the database is down. The details only for admins and the
+/// operations token.
 pub(crate) async fn health(
     State(state): State<AppState>,
     user: Option<CurrentUser>,
@@ -31,9 +32,11 @@ pub(crate) async fn health(
 ) -> Response {
     let (cache, database) =
         tokio::join!(probe(state.cache().as_ref(), SLOW_CACHE), state.db().ping());
+    let log = state.log_status();
+    let log_proven = log.as_ref().is_none_or(|l| l.follower.proven);
     let (status, code) = match (&database, cache.status) {
         (Err(_), _) => ("unhealthy", StatusCode::SERVICE_UNAVAILABLE),
-        (Ok(_), CacheStatus::Up) => ("healthy", StatusCode::OK),
+        (Ok(_), CacheStatus::Up) if log_proven => ("healthy", StatusCode::OK),
         (Ok(_), _) => ("degraded", StatusCode::OK),
     };
     if !may_see_details(&state, user.as_ref(), &headers).await {
@@ -53,6 +56,7 @@ pub(crate) async fn health(
             "l1": state.l1_status().map(|l1| l1_json(&l1)),
         },
         "database": db,
+        "invalidation_log": log.map(|l| log_json(&l)),
         "uptime_s": state.uptime().as_secs(),
     });
     (code, Json(body)).into_response()
@@ -69,6 +73,23 @@ fn l1_json(l1: &HybridStatus) -> serde_json::Value {
         "invalidations": l1.invalidations,
         "fills_refused": l1.fills_refused,
         "entries": l1.l1_entries,
+    })
+}
+
+/// The invalidation log's consumer: whether its proof holds (and how fresh), what it applied,
+/// what waits for Redis. Its last error names the failing step, never a URL.
+fn log_json(log: &dashcache::coherent::log::ConsumerStatus) -> serde_json::Value {
+    serde_json::json!({
+        "proven": log.follower.proven,
+        "proven_ms_ago": log.follower.proven_ago.map(|d| d.as_secs_f64() * 1e3),
+        "staleness_ms": log.follower.staleness.as_millis() as u64,
+        "entries": log.entries,
+        "applied": log.applied,
+        "written": log.written,
+        "retries": log.retries,
+        "queued": log.queued,
+        "pending_keys": log.follower.pending,
+        "sweeps": log.sweeps,
     })
 }
 

@@ -425,6 +425,20 @@ impl AppState {
             }
             metrics::counter!("dashcache_db_queries_total").absolute(self.inner.db.queries());
             metrics::gauge!("dashcache_uptime_seconds").set(self.uptime().as_secs_f64());
+            if let Some(log) = self.log_status() {
+                metrics::gauge!("dashcache_log_proven")
+                    .set(f64::from(u8::from(log.follower.proven)));
+                if let Some(age) = log.follower.proven_ago {
+                    metrics::gauge!("dashcache_log_proof_age_seconds").set(age.as_secs_f64());
+                }
+                metrics::counter!("dashcache_log_entries_total").absolute(log.entries);
+                metrics::counter!("dashcache_log_applied_total").absolute(log.applied);
+                metrics::counter!("dashcache_log_redis_writes_total").absolute(log.written);
+                metrics::counter!("dashcache_log_retries_total").absolute(log.retries);
+                metrics::counter!("dashcache_log_sweeps_total").absolute(log.sweeps);
+                metrics::gauge!("dashcache_log_queued").set(log.queued as f64);
+                metrics::gauge!("dashcache_log_pending_keys").set(log.follower.pending as f64);
+            }
             if let Some(l1) = self.l1_status() {
                 metrics::gauge!("dashcache_l1_serving").set(if l1.serving { 1.0 } else { 0.0 });
                 metrics::gauge!("dashcache_l1_entries").set(l1.l1_entries as f64);
