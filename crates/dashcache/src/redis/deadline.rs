@@ -3,7 +3,7 @@
 //! A `tokio::time::timeout` per operation registers a timer in the runtime's wheel and removes
 //! it again: at 64 operations in flight on one connection that costs a tenth of the whole
 //! round trip. Every operation of one cache has the same deadline, so here time is cut into
-//! ticks (a sixteenth of the deadline, at least 5 ms) and the operations whose deadline falls
+//! ticks (a power of two of nanoseconds near a sixteenth of the deadline, at least about 4 ms) and the operations whose deadline falls
 //! in one tick wait on one [`Notify`]; a single task per cache wakes each tick's waiters when
 //! it has passed, and each checks its own deadline. An operation that answers in time only ever
 //! touches its tick's waiter list; one that does not is cancelled no sooner than its deadline
@@ -24,11 +24,13 @@ pub(crate) struct Deadlines {
 }
 
 struct Shared {
-    tick: Duration,
-    deadline: Duration,
+    /// A tick is `1 << shift` nanoseconds: finding an operation's tick is a shift, not a
+    /// division (a 128-bit one cost more than the rest of the bookkeeping together).
+    shift: u32,
+    deadline_nanos: u64,
     epoch: quanta::Instant,
-    /// One per tick, in a ring longer than a deadline: a tick's slot holds only operations
-    /// due then.
+    /// One per tick, in a ring (a power of two) longer than a deadline: a tick's slot holds
+    /// only operations due then.
     slots: Box<[Notify]>,
     started: AtomicBool,
     stopped: AtomicBool,
@@ -36,15 +38,19 @@ struct Shared {
 
 impl Deadlines {
     pub(crate) fn new(deadline: Duration) -> Self {
-        let tick = (deadline / 16).max(Duration::from_millis(5));
-        let ticks_per_deadline = deadline.as_nanos().div_ceil(tick.as_nanos().max(1));
-        let ring = usize::try_from(ticks_per_deadline.saturating_add(2)).unwrap_or(usize::MAX);
+        let deadline_nanos = u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
+        // The largest power of two of nanoseconds within a sixteenth of the deadline, and no
+        // less than about 4 ms.
+        let target = (deadline_nanos / 16).max(4_000_000);
+        let shift = 63 - target.leading_zeros();
+        let ticks_per_deadline = (deadline_nanos >> shift).saturating_add(3);
+        let ring = ticks_per_deadline.next_power_of_two().min(1 << 16);
         Self {
             shared: Arc::new(Shared {
-                tick,
-                deadline,
+                shift,
+                deadline_nanos,
                 epoch: quanta::Instant::now(),
-                slots: (0..ring.min(1 << 16)).map(|_| Notify::new()).collect(),
+                slots: (0..ring).map(|_| Notify::new()).collect(),
                 started: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
             }),
@@ -57,7 +63,7 @@ impl Deadlines {
         let shared = &self.shared;
         self.start_ticking();
         // The first tick that starts at or after the deadline.
-        let due = shared.tick_of(shared.elapsed() + shared.deadline, true);
+        let due = shared.tick_up(shared.elapsed().saturating_add(shared.deadline_nanos));
         let slot = shared.slot(due);
         let mut op = pin!(op);
         // Created before the first poll: a wakeup of this tick's waiters from then on counts
@@ -71,7 +77,6 @@ impl Deadlines {
                 if shared.now_tick() >= due {
                     return Poll::Ready(None);
                 }
-                // Woken early (a clock read on the edge of a tick): wait for the next wakeup.
                 woken.set(slot.notified());
             }
             Poll::Pending
@@ -79,7 +84,7 @@ impl Deadlines {
         .await
     }
 
-    /// Starts the task that wakes each tick's waiters, on the current runtime, once.
+    /// Starts the ticking task on first use (a cache may be built outside a runtime's task).
     fn start_ticking(&self) {
         if self.shared.started.load(Ordering::Acquire)
             || self.shared.started.swap(true, Ordering::AcqRel)
@@ -101,37 +106,38 @@ impl Drop for Deadlines {
 }
 
 impl Shared {
-    fn elapsed(&self) -> Duration {
-        quanta::Instant::now().saturating_duration_since(self.epoch)
+    /// Nanoseconds since `epoch`.
+    fn elapsed(&self) -> u64 {
+        let nanos = quanta::Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
-    /// The tick `at` falls in, or (`up`) the first that starts at or after it.
-    fn tick_of(&self, at: Duration, up: bool) -> u64 {
-        let (at, tick) = (at.as_nanos(), self.tick.as_nanos().max(1));
-        let n = if up { at.div_ceil(tick) } else { at / tick };
-        u64::try_from(n).unwrap_or(u64::MAX)
+    /// The first tick starting at or after `nanos`.
+    fn tick_up(&self, nanos: u64) -> u64 {
+        let mask = (1u64 << self.shift) - 1;
+        nanos.saturating_add(mask) >> self.shift
     }
 
-    /// The tick now is in.
     fn now_tick(&self) -> u64 {
-        self.tick_of(self.elapsed(), false)
+        self.elapsed() >> self.shift
     }
 
-    /// How long until the next tick starts.
     fn until_next_tick(&self) -> Duration {
-        let elapsed = self.elapsed().as_nanos();
-        let tick = self.tick.as_nanos().max(1);
-        let next_start = (elapsed / tick + 1) * tick;
-        Duration::from_nanos(u64::try_from(next_start - elapsed).unwrap_or(u64::MAX))
+        let elapsed = self.elapsed();
+        let next_start = ((elapsed >> self.shift) + 1) << self.shift;
+        Duration::from_nanos(next_start.saturating_sub(elapsed))
     }
 
     fn slot(&self, tick: u64) -> &Notify {
-        let i = usize::try_from(tick % self.slots.len() as u64).unwrap_or(0);
+        // The ring's length is a power of two.
+        let i = usize::try_from(tick & (self.slots.len() as u64 - 1)).unwrap_or(0);
         &self.slots[i % self.slots.len()]
     }
 }
 
-/// Wakes, each tick, the operations due by then; stops when the cache is gone.
+/// Wakes each tick's waiters once the tick has passed; stops with the cache.
 async fn tick(shared: Weak<Shared>) {
     let mut fired = 0;
     loop {
@@ -139,19 +145,16 @@ async fn tick(shared: Weak<Shared>) {
             return;
         };
         if deadlines.stopped.load(Ordering::Acquire) {
-            // Wake whoever still waits: their deadline is moot with the cache gone.
             deadlines.slots.iter().for_each(Notify::notify_waiters);
             return;
         }
         let now = deadlines.now_tick();
-        // Every tick since the last one fired (a busy runtime may wake this task late), at
-        // most one lap of the ring.
+        // Ticks missed while this task was not scheduled are fired too (at most a ring's).
         let first = fired.max(now.saturating_sub(deadlines.slots.len() as u64 - 1));
         for t in first..=now {
             deadlines.slot(t).notify_waiters();
         }
         fired = now + 1;
-        // To the start of the next tick, so a tick's waiters are woken as soon as it begins.
         let wait = deadlines.until_next_tick();
         drop(deadlines);
         tokio::time::sleep(wait).await;
