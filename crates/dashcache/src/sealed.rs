@@ -1,7 +1,7 @@
 //! [`Sealed<C>`]: values encrypted with AES-256-GCM before they reach the cache.
 //!
 //! The guide warns against caching sensitive data in plain text; sessions and one-time tokens
-//! are such data. `Sealed` wraps any [`Cache`] and encrypts every value it writes:
+//! are such data. `Sealed` wraps any [`Cache`](crate::Cache) and encrypts every value it writes:
 //!
 //! - the cache key is bound as associated data, so a value copied to another key does not
 //!   decrypt;
