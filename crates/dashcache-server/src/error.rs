@@ -17,6 +17,14 @@ pub enum AppError {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 400: one field of the body is not acceptable; the problem names it.
+    #[error("{field} {reason}")]
+    InvalidField {
+        /// The field, as the client sent it.
+        field: &'static str,
+        /// What is wrong, e.g. "contains the control character U+0000".
+        reason: String,
+    },
     /// 401: no valid session.
     #[error("authentication required")]
     Unauthorized,
@@ -26,6 +34,13 @@ pub enum AppError {
     /// 403: authenticated, but not allowed.
     #[error("not allowed")]
     Forbidden,
+    /// 403 with a reason: a cookie-authenticated write from another origin, an operations
+    /// endpoint on a public listener without a token.
+    #[error("{0}")]
+    Refused(String),
+    /// 429: too many attempts; retry after this long.
+    #[error("too many attempts: retry later")]
+    TooManyAttempts(std::time::Duration),
     /// 404: no such thing (or not yours).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -52,7 +67,9 @@ pub enum AppError {
 impl AppError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::Refused(_) => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized | Self::BadCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -100,7 +117,16 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
-        let mut response = problem(status, &detail);
+        let mut response = match &self {
+            Self::InvalidField { field, .. } => problem_with(status, &detail, &[("field", field)]),
+            _ => problem(status, &detail),
+        };
+        if let Self::TooManyAttempts(wait) = &self {
+            let secs = wait.as_millis().div_ceil(1000).max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             // What a client must present (RFC 6750).
             response
@@ -113,12 +139,20 @@ impl IntoResponse for AppError {
 
 /// An `application/problem+json` response (RFC 9457).
 pub fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
+    problem_with(status, detail, &[])
+}
+
+/// A problem with extension members (`"field": "name"`).
+pub fn problem_with(status: StatusCode, detail: &str, extra: &[(&str, &str)]) -> Response {
+    let mut body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
     });
+    for (name, value) in extra {
+        body[*name] = serde_json::Value::from(*value);
+    }
     let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

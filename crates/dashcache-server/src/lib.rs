@@ -14,6 +14,7 @@ pub(crate) mod ids;
 pub(crate) mod routes;
 pub mod serve;
 pub mod state;
+pub(crate) mod text;
 pub mod upstream;
 
 use axum::Router;
@@ -84,6 +85,29 @@ pub fn session_lookup_limit(
     Ok((limiter, rule))
 }
 
+/// Failed logins per account: 20 per 15 minutes (times `scale`), whatever the address they
+/// come from — the per-address login rule alone lets an attacker with many addresses guess
+/// one account's password without end. Kept per instance while the cache is down. Only
+/// failures count, so an attacker cannot lock a user out by logging in as them with the right
+/// password (they cannot), and a user's own logins never use it up.
+///
+/// # Errors
+/// Never in practice (a constant rule).
+pub fn login_account_limit(
+    limiter: RateLimiter,
+    scale: u64,
+) -> dashcache::Result<(RateLimiter, Rule)> {
+    let tries = 20u64.saturating_mul(scale.max(1));
+    let rule = Rule::new(
+        "login_account",
+        tries,
+        tries,
+        std::time::Duration::from_secs(15 * 60),
+    )?
+    .with_on_error(OnError::Local);
+    Ok((limiter, rule))
+}
+
 /// The service's router over `state`: every route of the route table.
 pub fn app(state: AppState) -> Router {
     let router = routes::endpoints()
@@ -94,9 +118,13 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::access::method_not_allowed)
-        // Outermost last: the body limit, then authentication, then the rate limits (which see
-        // the authenticated user), then the handler.
+        // Outermost last: the body limit, then authentication, then the origin of cookie
+        // writes, then the rate limits (which see the authenticated user), then the handler.
         .layer(state.rate_limits().clone())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::same_origin,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

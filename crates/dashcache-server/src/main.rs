@@ -155,6 +155,15 @@ struct ServeArgs {
     /// Mark the session cookie `Secure` (serve behind TLS).
     #[arg(long, env = "DASHCACHE_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// An origin (`https://app.example`) whose cookie-authenticated writes are accepted besides
+    /// the service's own (behind a proxy that changes the host); repeatable, or comma
+    /// separated in `DASHCACHE_ALLOWED_ORIGINS`.
+    #[arg(
+        long = "allowed-origin",
+        env = "DASHCACHE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// A file holding the operations token: with it as a bearer token, `/health` shows its
     /// details and `/metrics` and `/api/v1/cache/stats` answer — and nobody else gets them.
     /// `DASHCACHE_OPS_TOKEN` sets it too.
@@ -543,10 +552,33 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
             ops_token: secret_from(args.ops_token_file.as_deref(), "DASHCACHE_OPS_TOKEN")?,
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
             session_lookups: None,
+            login_accounts: None,
+            allowed_origins: args
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            loopback_only: args.listen.ip().is_loopback(),
             upstream: Some(upstream::client_for(&upstream_url)),
             access_log: args.access_log == Switch::On,
         },
     };
+    if !args.listen.ip().is_loopback() {
+        if options.web.ops_token.is_some() {
+            tracing::warn!(
+                listen = %args.listen,
+                "the operations token travels in clear: this listener speaks plain HTTP on a \
+                 non-loopback address. Put TLS in front (a proxy) before anyone sends it."
+            );
+        } else {
+            tracing::warn!(
+                listen = %args.listen,
+                "no operations token: /metrics and /api/v1/cache/stats refuse everyone on a \
+                 non-loopback listener (set DASHCACHE_OPS_TOKEN or --ops-token-file)"
+            );
+        }
+    }
     let state = build_state(&options, settings).await?;
     if args.db_latency_ms > 0 {
         state.simulate_load_latency(std::time::Duration::from_millis(args.db_latency_ms));

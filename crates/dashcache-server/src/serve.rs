@@ -78,6 +78,12 @@ pub async fn build_state(
     settings: CacheSettings,
 ) -> Result<AppState, StartError> {
     let db = Db::connect(&options.database_url).await?;
+    // The decoy hash costs a whole Argon2 hashing: made now, not on the first login of an
+    // unknown user (which would take three times as long as a known user's, once).
+    tokio::task::spawn_blocking(|| {
+        crate::auth::password::decoy();
+    })
+    .await?;
     if options.demo.applies_to(&options.database_url)
         && db.seed_demo_if_empty(crate::auth::password::hash).await?
     {
@@ -190,6 +196,12 @@ pub async fn build_state(
         options.rate_limit_scale,
     )?;
     let mut web = options.web.clone();
+    if web.login_accounts.is_none() {
+        web.login_accounts = Some(crate::login_account_limit(
+            limiter_for_lookups.clone(),
+            options.rate_limit_scale,
+        )?);
+    }
     if web.session_lookups.is_none() {
         web.session_lookups = Some(crate::session_lookup_limit(
             limiter_for_lookups,
@@ -250,15 +262,52 @@ pub async fn serve_on(
 ) -> Result<(), StartError> {
     tracing::info!(address = %listener.local_addr()?, backend = state.backend(), "dashcache serving");
     let app = crate::app(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    // hyper's own header limit (100) would answer a bare 431 before the service sees the
+    // request; raised far above ours (`MAX_HEADERS`), so every 431 is ours, a problem body.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_headers(HYPER_MAX_HEADERS);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, a reset before accept: the next one may work.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is no error of ours.
+            let _ = connection.await;
+        });
+    }
+    graceful.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The most header fields hyper parses before it answers 431 itself.
+const HYPER_MAX_HEADERS: usize = 1024;
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -628,6 +628,8 @@ fn warm_loads_users_and_account_lists_then_finds_them_cached() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("warm.db").display());
     let make = |id: &str| {
+        // One account per e-mail address.
+        let email = format!("{id}@example.com");
         let args = [
             "users",
             "create",
@@ -635,7 +637,7 @@ fn warm_loads_users_and_account_lists_then_finds_them_cached() {
             "--name",
             "Someone",
             "--email",
-            "a@example.com",
+            &email,
             "--database-url",
             &url,
         ];

@@ -55,9 +55,9 @@ async fn the_service_runs_on_postgresql_and_redis() {
         "/api/v1/providers/callback?state={}&code=c",
         connect.body["state"].as_str().unwrap()
     );
-    assert_eq!(app.get(&callback, None).await.status, StatusCode::OK);
+    assert_eq!(app.get(&callback, Some(&bob)).await.status, StatusCode::OK);
     assert_eq!(
-        app.get(&callback, None).await.status,
+        app.get(&callback, Some(&bob)).await.status,
         StatusCode::BAD_REQUEST
     );
 

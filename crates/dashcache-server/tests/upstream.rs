@@ -55,7 +55,7 @@ async fn setup(redis_url: Option<String>, extra: &[(&str, &str)], latency_ms: u6
     let reply = app
         .get(
             &format!("/api/v1/providers/callback?state={state}&code=the-code"),
-            None,
+            Some(&token),
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);

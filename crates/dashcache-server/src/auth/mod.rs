@@ -55,9 +55,24 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CurrentUser {
     }
 }
 
+/// How a request presented its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthSource {
+    /// `Authorization: Bearer …`: a browser never sends it by itself.
+    Bearer,
+    /// The session cookie: a browser sends it with requests other sites start, so writes
+    /// authenticated by it must come from our own origin ([`same_origin`]).
+    Cookie,
+}
+
 /// The session token a request presents, if it looks like one (`<22>.<8>` URL-safe
 /// characters, see `SessionStore::issue`: anything else is not ours and is not looked up).
 pub fn presented_token(parts: &axum::http::HeaderMap) -> Option<String> {
+    presented(parts).map(|(token, _)| token)
+}
+
+/// The session token a request presents, and how.
+pub fn presented(parts: &axum::http::HeaderMap) -> Option<(String, AuthSource)> {
     let bearer = parts
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -74,8 +89,9 @@ pub fn presented_token(parts: &axum::http::HeaderMap) -> Option<String> {
             .map(|(_, value)| value.trim())
     };
     bearer
-        .or_else(cookie)
-        .filter(|id| {
+        .map(|t| (t, AuthSource::Bearer))
+        .or_else(|| cookie().map(|t| (t, AuthSource::Cookie)))
+        .filter(|(id, _)| {
             id.len() == 31
                 && id.as_bytes()[22] == b'.'
                 && id
@@ -83,7 +99,7 @@ pub fn presented_token(parts: &axum::http::HeaderMap) -> Option<String> {
                     .enumerate()
                     .all(|(i, b)| i == 22 || b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-        .map(str::to_owned)
+        .map(|(id, source)| (id.to_owned(), source))
 }
 
 /// Finds the live session `token` authenticates: in the cache, else in the database (and
@@ -166,7 +182,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = presented_token(request.headers()) {
+    if let Some((token, source)) = presented(request.headers()) {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -181,12 +197,55 @@ pub async fn authenticate(
                     user_id: session.user_id,
                     session: session.id,
                 });
+                request.extensions_mut().insert(source);
             }
             Ok(None) => {}
             Err(e) => return e.into_response(),
         }
     }
     next.run(request).await
+}
+
+/// Refuses a state-changing request authenticated by the session cookie unless it comes from
+/// the service's own origin (or one configured): its `Origin` says so, or, without one,
+/// `Sec-Fetch-Site: same-origin`. With neither header it is refused too. `SameSite=Lax`
+/// stops other sites' writes, not a sibling subdomain's (it is the same *site*); this stops
+/// both. A request with a bearer token is not the browser's doing and is not checked.
+pub async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET
+            | axum::http::Method::HEAD
+            | axum::http::Method::OPTIONS
+            | axum::http::Method::TRACE
+    );
+    let by_cookie = request.extensions().get::<AuthSource>() == Some(&AuthSource::Cookie);
+    if !safe && by_cookie && !from_own_origin(&state, request.headers()) {
+        return AppError::Refused(
+            "a write authenticated by the session cookie must come from this service's own \
+             origin (Origin or Sec-Fetch-Site); send the token as a bearer token otherwise"
+                .into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether `headers` say the request comes from the service's own origin (or an allowed one).
+fn from_own_origin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = value("origin") {
+        let origin = origin.trim_end_matches('/');
+        let scheme = if state.web().secure_cookies {
+            "https"
+        } else {
+            "http"
+        };
+        let own = value("host").map(|host| format!("{scheme}://{host}"));
+        return own.as_deref() == Some(origin)
+            || state.web().allowed_origins.iter().any(|o| o == origin);
+    }
+    value("sec-fetch-site") == Some("same-origin")
 }
 
 /// Lets `user` act on `owner`'s data: themselves, or with the permission.

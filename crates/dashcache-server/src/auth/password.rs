@@ -32,12 +32,18 @@ pub async fn verify(password: String, hash: String) -> bool {
     .unwrap_or(false)
 }
 
+static DECOY: OnceLock<String> = OnceLock::new();
+
 /// A hash no password matches (of 32 random bytes, made once), for verifying a login of a user
 /// that does not exist: it costs what a real verification costs.
 pub fn decoy() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| {
         let secret = dashcache::session::new_session_id().unwrap_or_default();
         hash(&format!("decoy:{secret}"))
     })
+}
+
+/// Whether the decoy has been made (the service makes it at start).
+pub fn decoy_is_ready() -> bool {
+    DECOY.get().is_some()
 }

@@ -18,8 +18,8 @@ use super::CliError;
 /// never the command line, which every local user can read).
 pub const TOKEN_VAR: &str = "DASHCACHE_TOKEN";
 
-/// What to load.
-#[derive(Debug, Clone)]
+/// What to load. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct LoadOptions {
     /// `http://host:port`.
     pub base: String,
@@ -33,6 +33,19 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Print a JSON line per interval (for the drill).
     pub report_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("base", &self.base)
+            .field("paths", &self.paths)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("concurrency", &self.concurrency)
+            .field("duration", &self.duration)
+            .field("report_every", &self.report_every)
+            .finish()
+    }
 }
 
 /// One interval's (or the whole run's) numbers.

@@ -30,6 +30,8 @@ pub struct NewUser {
 /// A malformed id, a password shorter than 12 characters, a taken id, or database errors.
 pub async fn create(database_url: &str, user: NewUser) -> Result<String, CliError> {
     crate::ids::check_id(&user.id).map_err(|e| e.to_string())?;
+    crate::text::free_text("name", &user.name, 100).map_err(|e| e.to_string())?;
+    crate::text::email("email", &user.email).map_err(|e| e.to_string())?;
     let secret = match std::env::var(PASSWORD_VAR) {
         Ok(secret) => secret,
         Err(_) => {
@@ -55,7 +57,21 @@ pub async fn create(database_url: &str, user: NewUser) -> Result<String, CliErro
         updated_at: 0,
     };
     let hash = tokio::task::spawn_blocking(move || password::hash(&secret)).await?;
-    if !db.create_user(&record, &hash).await? {
+    let created = db
+        .create_user(&record, &hash)
+        .await
+        .map_err(|e| -> CliError {
+            if e.is_unique_violation() {
+                format!(
+                    "the e-mail address {} belongs to another user",
+                    record.email
+                )
+                .into()
+            } else {
+                e.into()
+            }
+        })?;
+    if !created {
         return Err(format!("a user {} already exists", record.id).into());
     }
     Ok(format!(

@@ -28,6 +28,13 @@ pub use seed::DEMO_USERS;
 #[error("database: {0}")]
 pub struct DbError(#[from] sqlx::Error);
 
+impl DbError {
+    /// Whether a unique constraint refused the write (an e-mail address already in use).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(&self.0, sqlx::Error::Database(e) if e.is_unique_violation())
+    }
+}
+
 /// Migration failures at start.
 #[derive(Debug, thiserror::Error)]
 #[error("database migration: {0}")]

@@ -56,7 +56,7 @@ pub(crate) async fn access(
             ),
         )
     } else {
-        next.run(request).await
+        as_problem(next.run(request).await).await
     };
     if state.web().access_log {
         tracing::info!(
@@ -70,6 +70,38 @@ pub(crate) async fn access(
     }
     response.headers_mut().insert(REQUEST_ID, id);
     response
+}
+
+/// An error answer that is not a problem yet (axum's and tower's own rejections: 413 from the
+/// body limit, 415, 400 from a malformed query) becomes one, keeping its status and headers
+/// (`Allow`, `Retry-After`) and its text as the detail.
+async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut, never buffered whole.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut problem = problem(status, &detail);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// 1–64 letters, digits, `-`, `_` or `.`: anything else is replaced, so a log line cannot be

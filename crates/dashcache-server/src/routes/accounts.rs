@@ -39,11 +39,7 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<Account>), AppError> {
     let Json(new) = body?;
     let connection_id = check_id(&new.connection_id)?;
-    if new.name.trim().is_empty() || new.name.chars().count() > 100 {
-        return Err(AppError::BadRequest(
-            "an account name has 1 to 100 characters".into(),
-        ));
-    }
+    crate::text::free_text("name", &new.name, 100)?;
     let owned = state
         .db()
         .connection(connection_id)

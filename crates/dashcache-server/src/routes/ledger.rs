@@ -110,11 +110,7 @@ pub(crate) async fn add_transaction(
 ) -> Result<(StatusCode, Json<Transaction>), AppError> {
     let Path(id) = path?;
     let Json(new) = body?;
-    if new.description.trim().is_empty() || new.description.chars().count() > 200 {
-        return Err(AppError::BadRequest(
-            "a description has 1 to 200 characters".into(),
-        ));
-    }
+    crate::text::free_text("description", &new.description, 200)?;
     let account = own_account(&state, &user, &id).await?;
     let t = state
         .add_transaction(&account.id, new.amount_cents, new.description)

@@ -17,6 +17,15 @@ use axum::routing::{MethodRouter, delete, get, patch, post};
 
 use crate::state::AppState;
 
+/// Whether `headers` declare a JSON body (`application/json`, parameters allowed).
+pub(crate) fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// How a route is rate limited (the rules themselves are in [`crate::rate_limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {

@@ -111,12 +111,18 @@ async fn may_see_details(
     }
 }
 
-/// With an operations token configured, only its holder; without one, anyone (local use).
+/// With an operations token configured, only its holder; without one, anyone — but only on
+/// a loopback listener (local use): on any other address, nobody.
 fn ops_only(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if state.web().ops_token.is_none() || state.has_ops_token(headers) {
-        Ok(())
-    } else {
-        Err(AppError::Unauthorized)
+    match &state.web().ops_token {
+        Some(_) if state.has_ops_token(headers) => Ok(()),
+        Some(_) => Err(AppError::Unauthorized),
+        None if state.web().loopback_only => Ok(()),
+        None => Err(AppError::Refused(
+            "operations endpoints need the operations token on a non-loopback listener \
+             (DASHCACHE_OPS_TOKEN)"
+                .into(),
+        )),
     }
 }
 

@@ -52,15 +52,22 @@ pub(crate) async fn connect(
     State(state): State<AppState>,
     user: CurrentUser,
     path: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let Path(slug) = path?;
     if !PROVIDERS.contains(&slug.as_str()) {
         return Err(AppError::NotFound("provider"));
     }
-    // The body is optional: empty means the default alias.
+    // The body is optional: empty means the default alias. One that is there is JSON, and says
+    // so (a form a browser can send cross-site is not).
     let form: Connect = if body.is_empty() {
         Connect::default()
+    } else if !crate::routes::is_json(&headers) {
+        return Err(AppError::Rejected(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with `Content-Type: application/json`".into(),
+        ));
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             AppError::Rejected(
@@ -128,9 +135,13 @@ pub(crate) struct Callback {
 }
 
 /// `GET /api/v1/providers/callback?state=…&code=…`: consumes the state exactly once (a replay is
-/// 400), then creates or re-activates the connection and forgets the cached copies it changes.
+/// 400), then — only for the user who started the flow — creates or re-activates the
+/// connection and forgets the cached copies it changes. A state presented by anyone else is
+/// burnt all the same: someone who saw it (in a log, a referrer, a history) cannot attach their
+/// provider account to the victim, nor try again.
 pub(crate) async fn callback(
     State(state): State<AppState>,
+    user: Option<CurrentUser>,
     query: Result<Query<Callback>, QueryRejection>,
 ) -> Result<Json<Connection>, AppError> {
     let Query(cb) = query?;
@@ -147,6 +158,16 @@ pub(crate) async fn callback(
             "invalid, expired or already used state".into(),
         ));
     };
+    match &user {
+        None => return Err(AppError::Unauthorized),
+        Some(user) if user.user_id != pending.user_id => {
+            tracing::warn!(
+                "an OAuth state was presented by another user than the one who started the flow;                  it is burnt"
+            );
+            return Err(AppError::Forbidden);
+        }
+        Some(_) => {}
+    }
     // The code is exchanged for the provider's access token before anything is stored: a
     // failed exchange leaves no half-made connection.
     let token = match &state.web().upstream {

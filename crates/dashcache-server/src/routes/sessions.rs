@@ -21,12 +21,21 @@ use crate::db::{SessionRow, now_ms};
 use crate::error::AppError;
 use crate::state::{AppState, ServiceSession};
 
-/// The login form.
-#[derive(Debug, Deserialize)]
+/// The login form. Its `Debug` shows the user id, never the password.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Login {
     user_id: String,
     password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user_id", &self.user_id)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A session as the API shows it: by its handle.
@@ -67,6 +76,12 @@ pub(crate) async fn login(
     if login.password.len() > 1024 {
         return Err(AppError::BadRequest("the password is too long".into()));
     }
+    // The account's failed logins, from any address: refused before any work, alike for
+    // accounts that exist and ids that do not.
+    let account = format!("acct:{}", state.keys().opaque(&user_id));
+    if let Some(wait) = account_exhausted(&state, &account).await {
+        return Err(AppError::TooManyAttempts(wait));
+    }
     let hash = state.db().password_hash(&user_id).await?;
     // An unknown user costs a verification too, against a hash nothing matches: the answer
     // time tells no one which users exist.
@@ -78,6 +93,7 @@ pub(crate) async fn login(
         }
     };
     if !valid {
+        charge_account(&state, &account).await;
         return Err(AppError::BadCredentials);
     }
     // Fresh from the database, not the cache: a session must be issued under the versions that
@@ -121,6 +137,27 @@ pub(crate) async fn login(
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     set_cookie(&state, &mut response, &issued.token, lifetime / 1000);
     Ok(response)
+}
+
+/// How long until the account may try again, when its failed logins used up the allowance
+/// (looked at, not spent; this instance's own buckets while the shared ones are down).
+async fn account_exhausted(state: &AppState, account: &str) -> Option<std::time::Duration> {
+    let (limiter, rule) = state.web().login_accounts.as_ref()?;
+    let decision = match limiter.remaining(rule, account).await {
+        Ok(decision) => decision,
+        Err(_) => limiter.remaining_locally(rule, account),
+    };
+    (!decision.allowed).then_some(decision.retry_after)
+}
+
+/// Counts one failed login against the account.
+async fn charge_account(state: &AppState, account: &str) {
+    let Some((limiter, rule)) = state.web().login_accounts.as_ref() else {
+        return;
+    };
+    if limiter.check(rule, account).await.is_err() {
+        limiter.check_locally(rule, account);
+    }
 }
 
 /// Sets (or, with `max_age` 0, expires) the session cookie.
@@ -240,4 +277,20 @@ pub(crate) async fn revoke_all(
         revoke_fallback(&state, id, &e).await?;
     }
     Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_form_never_shows_its_password() {
+        let login = Login {
+            user_id: "u2".into(),
+            password: "hunter2-hunter2".into(),
+        };
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u2"), "{shown}");
+    }
 }

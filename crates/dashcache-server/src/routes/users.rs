@@ -10,6 +10,7 @@ use crate::auth::{CurrentUser, require_self_or};
 use crate::db::User;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::text;
 
 /// A user: the whole profile for themselves and admins; for anyone else logged in, the id and
 /// name only (no e-mail address, no roles).
@@ -51,23 +52,24 @@ pub(crate) async fn patch(
     let id = check_id(&id)?;
     let Json(patch) = body?;
     require_self_or(&state, &user, id, "users", "manage").await?;
-    if let Some(name) = &patch.name
-        && (name.trim().is_empty() || name.chars().count() > 100)
-    {
-        return Err(AppError::BadRequest(
-            "a name has 1 to 100 characters".into(),
-        ));
+    if let Some(name) = &patch.name {
+        text::free_text("name", name, 100)?;
     }
-    if let Some(email) = &patch.email
-        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
-    {
-        return Err(AppError::BadRequest("not an e-mail address".into()));
+    if let Some(email) = &patch.email {
+        text::email("email", email)?;
     }
-    if !state
+    let updated = state
         .db()
         .update_user(id, patch.name.as_deref(), patch.email.as_deref())
-        .await?
-    {
+        .await
+        .map_err(|e| {
+            if e.is_unique_violation() {
+                AppError::Conflict("that e-mail address belongs to another account".into())
+            } else {
+                AppError::Database(e)
+            }
+        })?;
+    if !updated {
         return Err(AppError::NotFound("user"));
     }
     state.invalidate_user(id).await;

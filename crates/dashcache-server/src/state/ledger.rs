@@ -28,6 +28,10 @@ pub struct TransactionPage {
 }
 
 /// How long a list version outlives the pages under it (whose TTL is at most 10 minutes).
+/// The cursor segment of a first page's key. A cursor is an id (`check_id`), which never
+/// holds `@`: no client can name the first page's key with a cursor of its own.
+const FIRST_PAGE: &str = "@first";
+
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn new_version() -> String {
@@ -114,7 +118,8 @@ impl AppState {
                 "page",
                 account,
                 version.as_str(),
-                cursor.unwrap_or("-"),
+                // The first page: a value `check_id` never lets a cursor be.
+                cursor.unwrap_or(FIRST_PAGE),
                 limit_text.as_str(),
             ])
             .map_err(|e| AppError::BadRequest(format!("malformed id: {e}")))?;

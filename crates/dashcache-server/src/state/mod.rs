@@ -152,6 +152,16 @@ pub struct WebOptions {
     /// Session lookups that miss the cache reach the database at most this often per client
     /// network: forged tokens cannot hammer it.
     pub session_lookups: Option<(RateLimiter, Rule)>,
+    /// Failed logins per account (keyed by a hash of the id), whatever the address: see
+    /// [`crate::login_account_limit`].
+    pub login_accounts: Option<(RateLimiter, Rule)>,
+    /// The origins whose cookie-authenticated writes are accepted besides the service's own
+    /// (`scheme://host[:port]`, as browsers send `Origin`): behind a proxy that changes the
+    /// host.
+    pub allowed_origins: Vec<String>,
+    /// Whether the listener is on a loopback address: only then do `/metrics` and the
+    /// statistics answer without the operations token.
+    pub loopback_only: bool,
     /// The upstream provider API (balances, holdings, code exchange); without one those
     /// routes answer 503 and connecting stores no credential.
     pub upstream: Option<crate::upstream::ProviderClient>,
@@ -167,6 +177,9 @@ impl Default for WebOptions {
             ops_token: None,
             trusted_proxies: TrustedProxies::none(),
             session_lookups: None,
+            login_accounts: None,
+            allowed_origins: Vec::new(),
+            loopback_only: true,
             upstream: None,
             access_log: true,
         }
@@ -183,6 +196,12 @@ impl std::fmt::Debug for WebOptions {
                 "session_lookups",
                 &self.session_lookups.as_ref().map(|(_, r)| r.name()),
             )
+            .field(
+                "login_accounts",
+                &self.login_accounts.as_ref().map(|(_, r)| r.name()),
+            )
+            .field("allowed_origins", &self.allowed_origins)
+            .field("loopback_only", &self.loopback_only)
             .field("upstream", &self.upstream)
             .field("access_log", &self.access_log)
             .finish()

@@ -117,11 +117,11 @@ async fn providers_accounts_and_one_time_oauth_state(app: &TestApp) {
             .contains(&state)
     );
     let callback = format!("/api/v1/providers/callback?state={state}&code=abc");
-    let done = app.get(&callback, None).await;
+    let done = app.get(&callback, Some(&bob)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.body["user_id"], "u2");
     assert_eq!(done.body["provider"], "fidelity");
-    let replay = app.get(&callback, None).await;
+    let replay = app.get(&callback, Some(&bob)).await;
     assert_problem(&replay, StatusCode::BAD_REQUEST);
     let id = done.body["id"].as_str().unwrap();
     assert_eq!(

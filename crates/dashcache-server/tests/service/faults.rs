@@ -112,9 +112,9 @@ async fn a_redis_killed_mid_test_never_causes_a_5xx() {
         "/api/v1/providers/callback?state={}&code=c",
         connect.body["state"].as_str().unwrap()
     );
-    assert_eq!(app.get(&callback, None).await.status, StatusCode::OK);
+    assert_eq!(app.get(&callback, Some(&bob)).await.status, StatusCode::OK);
     assert_eq!(
-        app.get(&callback, None).await.status,
+        app.get(&callback, Some(&bob)).await.status,
         StatusCode::BAD_REQUEST,
         "replay refused"
     );
@@ -186,9 +186,9 @@ async fn without_a_cache_the_service_runs_on_the_database_alone() {
         "/api/v1/providers/callback?state={}&code=c",
         connect.body["state"].as_str().unwrap()
     );
-    assert_eq!(app.get(&callback, None).await.status, StatusCode::OK);
+    assert_eq!(app.get(&callback, Some(&bob)).await.status, StatusCode::OK);
     assert_eq!(
-        app.get(&callback, None).await.status,
+        app.get(&callback, Some(&bob)).await.status,
         StatusCode::BAD_REQUEST
     );
     let revoke = app

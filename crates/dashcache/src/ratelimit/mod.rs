@@ -142,6 +142,11 @@ impl RateLimiter {
         self.local.take_for(rule.name(), id, rule.spec(), None)
     }
 
+    /// What [`check_locally`](Self::check_locally) would answer now, without taking anything.
+    pub fn remaining_locally(&self, rule: &Rule, id: &str) -> Decision {
+        self.local.peek_for(rule.name(), id, rule.spec(), None)
+    }
+
     /// Buckets on Redis, shared by every instance of the service.
     #[cfg(feature = "redis")]
     pub fn redis(cache: crate::RedisCache, keys: Keys) -> Self {
