@@ -14,6 +14,7 @@ use dashcache_server::cli::http_load::{LoadOptions, TOKEN_VAR};
 use dashcache_server::cli::users::NewUser;
 use dashcache_server::cli::warm::WarmOptions;
 use dashcache_server::cli::{self, CliError};
+use dashcache_server::config::{Flags, ServiceConfig};
 use dashcache_server::serve::{
     CacheChoice, DEFAULT_DATABASE_URL, DemoData, ServeOptions, build_state, run,
 };
@@ -139,30 +140,29 @@ struct ServeArgs {
     /// about at start). `CACHE_TLS_INSECURE=true` does the same.
     #[arg(long)]
     tls_insecure: bool,
-    /// The database: a SQLite file (created on first run) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    database_url: String,
+    /// The database: a SQLite file (created on first run) or `postgres://…`. `DATABASE_URL`
+    /// sets it too; the default is `sqlite://dashcache.db?mode=rwc`.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Demo users (with published passwords) for an empty database: `auto` only for the
-    /// default SQLite file; `yes` for any empty database; `no` never.
-    #[arg(long, value_enum, env = "DASHCACHE_DEMO", default_value = "auto")]
-    demo: DemoData,
+    /// default SQLite file; `yes` for any empty database; `no` never. `DASHCACHE_DEMO` sets it
+    /// too (default `auto`).
+    #[arg(long, value_enum)]
+    demo: Option<DemoData>,
     /// A proxy (address or CIDR) whose forwarding header is believed; repeatable.
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
     /// The header the trusted proxies write the client address into (only that one is read).
     #[arg(long, value_enum, default_value = "x-forwarded-for")]
     forwarded_header: HeaderChoice,
-    /// Mark the session cookie `Secure` (serve behind TLS).
-    #[arg(long, env = "DASHCACHE_SECURE_COOKIES")]
+    /// Mark the session cookie `Secure` (serve behind TLS). `DASHCACHE_SECURE_COOKIES=true`
+    /// sets it too.
+    #[arg(long)]
     secure_cookies: bool,
     /// An origin (`https://app.example`) whose cookie-authenticated writes are accepted besides
     /// the service's own (behind a proxy that changes the host); repeatable, or comma
     /// separated in `DASHCACHE_ALLOWED_ORIGINS`.
-    #[arg(
-        long = "allowed-origin",
-        env = "DASHCACHE_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "allowed-origin", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// A file holding the operations token: with it as a bearer token, `/health` shows its
     /// details and `/metrics` and `/api/v1/cache/stats` answer — and nobody else gets them.
@@ -193,8 +193,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = 0.0)]
     upstream_error_rate: f64,
     /// One `info` log line per request: method, route pattern, status, latency, request id.
-    #[arg(long, value_enum, env = "DASHCACHE_ACCESS_LOG", default_value = "on")]
-    access_log: Switch,
+    /// `DASHCACHE_ACCESS_LOG` sets it too (default `on`).
+    #[arg(long, value_enum)]
+    access_log: Option<Switch>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -238,9 +239,13 @@ enum KeysCommand {
     DeletePattern {
         /// The glob, e.g. `dashcache:user:*`.
         pattern: String,
-        /// Count the matching keys without deleting them.
+        /// Count the matching keys, by namespace, without deleting them.
         #[arg(long)]
         dry_run: bool,
+        /// Allow a pattern outside this service's prefix (`CACHE_KEY_PREFIX`): other
+        /// applications' keys on the same Redis can match it.
+        #[arg(long)]
+        all_prefixes: bool,
     },
     /// Keys per namespace.
     Stats,
@@ -280,9 +285,10 @@ enum UsersCommand {
 enum ConfigCommand {
     /// Validate the settings and print the effective configuration (secrets masked).
     Check {
-        /// The database to check with `--ping` (read, never written).
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-        database_url: String,
+        /// The database to check with `--ping` (read, never written); `DATABASE_URL` sets it
+        /// too.
+        #[arg(long)]
+        database_url: Option<String>,
         /// Also check that the cache and the database answer.
         #[arg(long)]
         ping: bool,
@@ -391,6 +397,7 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 value_size: args.value_size,
                 batch: args.batch,
                 l1: args.l1,
+                prefix: CacheSettings::from_env()?.key_prefix,
             })
             .await?,
         ),
@@ -400,15 +407,17 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 settings.redis_url = redis_url;
             }
             Some(match command {
-                KeysCommand::DeletePattern { pattern, dry_run } => {
-                    cli::keys::delete_pattern(&settings, &pattern, dry_run).await?
-                }
+                KeysCommand::DeletePattern {
+                    pattern,
+                    dry_run,
+                    all_prefixes,
+                } => cli::keys::delete_pattern(&settings, &pattern, dry_run, all_prefixes).await?,
                 KeysCommand::Stats => cli::keys::stats(&settings).await?,
             })
         }
         Command::Config {
             command: ConfigCommand::Check { database_url, ping },
-        } => Some(cli::config::check(&database_url, ping).await?),
+        } => Some(cli::config::check(database_url, ping).await?),
         Command::Users {
             command:
                 UsersCommand::Create {
@@ -440,6 +449,17 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                 report_every: args.report_every_ms.map(Duration::from_millis),
             })
             .await?;
+            if total.ok == 0 {
+                let why = total
+                    .first_failure
+                    .clone()
+                    .unwrap_or_else(|| "every answer was 429 (rate limited)".to_owned());
+                return Err(format!(
+                    "no request succeeded ({} sent): {why}",
+                    total.requests
+                )
+                .into());
+            }
             let seconds = total.t.max(f64::EPSILON);
             let summary = format!(
                 "{} in {seconds:.1} s ({:.0}/s): {} ok, {} limited (429), {} failed; p50 {:.2} ms, p99 {:.2} ms",
@@ -514,6 +534,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         settings.redis_url = args.redis_url;
     }
     settings.tls_insecure |= args.tls_insecure;
+    // The same reading `config check` does: a value it refuses, this refuses, naming the
+    // variable (or the flag) and where it came from.
+    let service = ServiceConfig::read(&Flags {
+        demo: args.demo,
+        secure_cookies: args.secure_cookies,
+        access_log: args.access_log.map(|s| s == Switch::On),
+        allowed_origins: args.allowed_origins.clone(),
+        database_url: args.database_url.clone(),
+    })?;
     // Kept alive for as long as the service runs.
     let (_in_process, upstream_url) = match args.upstream_url {
         Some(url) => (None, url),
@@ -543,25 +572,20 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     };
     let options = ServeOptions {
         listen: args.listen,
-        database_url: args.database_url,
+        database_url: service.database_url.value.clone(),
         rate_limit_scale: args.rate_limit_scale,
         cache: args.cache,
-        demo: args.demo,
+        demo: service.demo.value,
         web: WebOptions {
-            secure_cookies: args.secure_cookies,
+            secure_cookies: service.secure_cookies.value,
             ops_token: secret_from(args.ops_token_file.as_deref(), "DASHCACHE_OPS_TOKEN")?,
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
             session_lookups: None,
             login_accounts: None,
-            allowed_origins: args
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            allowed_origins: service.allowed_origins.value.clone(),
             loopback_only: args.listen.ip().is_loopback(),
             upstream: Some(upstream::client_for(&upstream_url)),
-            access_log: args.access_log == Switch::On,
+            access_log: service.access_log.value,
         },
     };
     if !args.listen.ip().is_loopback() {

@@ -47,12 +47,21 @@ pub struct BenchOptions {
     /// With `url`: the hybrid cache (L1 in front of Redis) against the embedded cache, plain
     /// `RedisCache` and the raw client.
     pub l1: bool,
+    /// The key prefix (`CACHE_KEY_PREFIX`): every key the bench writes is
+    /// `<prefix>:bench:…`, and they are deleted at the end.
+    pub prefix: String,
 }
 
 const TTL_SECS: u64 = 600;
 
 struct Data {
     keys: Vec<String>,
+    /// The counter `incr` increments.
+    counter: String,
+    /// What every key starts with: `<prefix>:bench:`.
+    space: String,
+    /// Failed operations of every side, over the whole run.
+    failed: AtomicU64,
     value: Bytes,
     batch: usize,
     /// Failed operations per side slot (0: dashcache over Redis or memory, 1: the raw
@@ -74,17 +83,47 @@ fn take_errors(data: &Data, slot: Slot) -> u64 {
     data.errors[slot as usize].swap(0, Ordering::Relaxed)
 }
 
-/// Runs the comparison; the table.
+/// Runs the comparison; the table. Every key it wrote (`<prefix>:bench:…`) is deleted after.
 ///
 /// # Errors
-/// When Redis cannot be reached.
+/// When Redis cannot be reached, or when operations failed on either side: the table is then
+/// not a measurement (it is in the error, with the count).
 pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
+    let (table, failed) = compare(options).await?;
+    if let Some(url) = &options.url {
+        let cleanup = async {
+            let cache = RedisCache::builder(url.clone())
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await?;
+            let pattern = format!("{}:bench:*", dashcache::glob::escape(&options.prefix));
+            cache.delete_pattern(&pattern).await
+        };
+        if let Err(e) = cleanup.await {
+            eprintln!("dashcache bench: could not delete the bench keys: {e}");
+        }
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{table}\n{failed} operations failed (the errors column): these numbers measure \
+             failures, not the cache"
+        )
+        .into());
+    }
+    Ok(table)
+}
+
+/// The table, and how many operations failed on either side.
+async fn compare(options: &BenchOptions) -> Result<(String, u64), CliError> {
     let batch = options.batch.max(1);
     let data = Arc::new(Data {
         batch,
         keys: (0..options.keys.max(batch))
-            .map(|i| format!("bench:{i}"))
+            .map(|i| format!("{}:bench:{i}", options.prefix))
             .collect(),
+        counter: format!("{}:bench:counter", options.prefix),
+        space: format!("{}:bench:", options.prefix),
+        failed: AtomicU64::new(0),
         value: Bytes::from(vec![b'x'; options.value_size]),
         errors: Default::default(),
     });
@@ -109,7 +148,8 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
             return Err("--l1 measures the hybrid cache in front of Redis: give --url".into());
         };
         let table = hybrid_table(url, &data, &options.ops, plan, options.value_size).await?;
-        return Ok(with_warning(debug_warning, table));
+        let failed = data.failed.load(Ordering::Relaxed);
+        return Ok((with_warning(debug_warning, table), failed));
     }
     let bar = ProgressBar::new((options.ops.len() * rounds * 2) as u64)
         .with_style(style("{bar:40} {pos}/{len} turns [{elapsed}<{eta}] {msg}"));
@@ -159,7 +199,8 @@ pub async fn run(options: &BenchOptions) -> Result<String, CliError> {
         }
     }
     bar.finish_and_clear();
-    Ok(with_warning(debug_warning, out.join("\n")))
+    let failed = data.failed.load(Ordering::Relaxed);
+    Ok((with_warning(debug_warning, out.join("\n")), failed))
 }
 
 fn with_warning(warning: Option<&str>, table: String) -> String {
@@ -184,7 +225,7 @@ async fn hybrid_table(
         .await?;
     prefill(&redis, data).await?;
     let hybrid = HybridCache::builder(redis.clone())
-        .track_prefix("bench:")
+        .track_prefix(data.space.clone())
         .max_entries(2_000_000)
         .max_bytes(1 << 32)
         .build()?;
@@ -324,12 +365,13 @@ where
                         .arg("PX")
                         .arg(TTL_SECS * 1000),
                     BenchOp::GetMany => cmd.arg("MGET").arg(&d.keys[d.batch(i)]),
-                    BenchOp::Incr => cmd.arg("INCRBY").arg("bench:counter").arg(1),
+                    BenchOp::Incr => cmd.arg("INCRBY").arg(&d.counter).arg(1),
                 };
                 // The baseline's failures count as failures too: a side that fails fast must
                 // not look fast.
                 if cmd.query_async::<redis::Value>(&mut raw).await.is_err() {
                     d.errors[Slot::Raw as usize].fetch_add(1, Ordering::Relaxed);
+                    d.failed.fetch_add(1, Ordering::Relaxed);
                 }
             })
         });
@@ -367,7 +409,7 @@ async fn memory_sides(data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pairs, CliErr
                         }
                     }
                     BenchOp::Incr => {
-                        raw.entry_by_ref("bench:counter").and_upsert_with(|e| {
+                        raw.entry_by_ref(d.counter.as_str()).and_upsert_with(|e| {
                             let n: i64 = e
                                 .and_then(|e| {
                                     std::str::from_utf8(&e.into_value()).ok()?.parse().ok()
@@ -417,9 +459,10 @@ fn cache_op(cache: Arc<dyn Cache>, data: &Arc<Data>, op: BenchOp, slot: Slot) ->
                     let batch: Vec<&str> = d.keys[d.batch(i)].iter().map(String::as_str).collect();
                     cache.get_many(&batch).await.map(drop)
                 }
-                BenchOp::Incr => cache.increment("bench:counter", 1, None).await.map(drop),
+                BenchOp::Incr => cache.increment(&d.counter, 1, None).await.map(drop),
             };
             if let Err(e) = result {
+                d.failed.fetch_add(1, Ordering::Relaxed);
                 // Counted into the table; the first of a burst is worth a look.
                 if d.errors[slot as usize].fetch_add(1, Ordering::Relaxed) == 0 {
                     tracing::warn!(error = %e, "bench: an operation failed");

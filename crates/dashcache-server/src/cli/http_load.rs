@@ -68,6 +68,10 @@ pub struct Interval {
     /// Latencies as a log histogram (bucket → count), so intervals merge into exact-to-9 %
     /// percentiles of any span.
     pub histogram: std::collections::BTreeMap<u16, u64>,
+    /// The first failure, said plainly: a refused connection, or the first answer that was
+    /// neither a success nor a 429 (its status and the start of its body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
 }
 
 /// Eight buckets per doubling of microseconds: about 9 % resolution.
@@ -106,6 +110,7 @@ struct Bucket {
     ok: u64,
     limited: u64,
     failed: u64,
+    first_failure: Option<String>,
 }
 
 impl Bucket {
@@ -124,8 +129,21 @@ impl Bucket {
             failed: self.failed,
             p50_ms: percentile(&self.latencies, 0.50).as_secs_f64() * 1e3,
             p99_ms: percentile(&self.latencies, 0.99).as_secs_f64() * 1e3,
+            first_failure: self.first_failure.clone(),
         }
     }
+}
+
+/// An error and its causes, one line (hyper's own says only "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Drives the load; the totals (and, with `report_every`, a JSON line per interval on stdout).
@@ -154,6 +172,7 @@ pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
                 Arc::clone(&total),
             );
             let token = options.token.clone();
+            let base = options.base.clone();
             tokio::spawn(async move {
                 let mut i = w;
                 while Instant::now() < end {
@@ -164,17 +183,33 @@ pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
                         request = request.header("authorization", format!("Bearer {token}"));
                     }
                     let began = Instant::now();
+                    let mut failure = None;
                     let status = match request.body(Empty::new()) {
                         Ok(req) => match client.request(req).await {
                             Ok(resp) => {
                                 let status = resp.status();
                                 // Read the body so the connection is reused.
-                                let _ = resp.into_body().collect().await;
+                                let body = resp.into_body().collect().await;
+                                if !status.is_success() && status.as_u16() != 429 {
+                                    let text = body
+                                        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                                        .unwrap_or_default();
+                                    failure = Some(format!(
+                                        "{status}: {}",
+                                        text.chars().take(200).collect::<String>()
+                                    ));
+                                }
                                 Some(status)
                             }
-                            Err(_) => None,
+                            Err(e) => {
+                                failure = Some(format!("cannot reach {base}: {}", error_chain(&e)));
+                                None
+                            }
                         },
-                        Err(_) => None,
+                        Err(e) => {
+                            failure = Some(format!("cannot build the request: {e}"));
+                            None
+                        }
                     };
                     let took = began.elapsed();
                     for bucket in [&interval, &total] {
@@ -184,6 +219,9 @@ pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
                             Some(s) if s.is_success() => b.ok += 1,
                             Some(s) if s.as_u16() == 429 => b.limited += 1,
                             _ => b.failed += 1,
+                        }
+                        if b.first_failure.is_none() {
+                            b.first_failure.clone_from(&failure);
                         }
                     }
                 }

@@ -20,16 +20,28 @@ fn redis(settings: &CacheSettings) -> Result<RedisCache, CliError> {
         .build()?)
 }
 
-/// Deletes (or, `dry_run`, counts) the keys matching `pattern`, with a progress spinner;
-/// a one-line report.
+/// Deletes (or, `dry_run`, counts by namespace) the keys matching `pattern`, with a progress
+/// spinner; the report. The pattern must stay inside the configured prefix (it starts with
+/// `<prefix>:`) unless `all_prefixes`: the Redis may hold other applications' keys.
 ///
 /// # Errors
-/// No Redis configured, an empty pattern, or transport errors.
+/// No Redis configured, a pattern outside the prefix, an empty pattern, or transport errors.
 pub async fn delete_pattern(
     settings: &CacheSettings,
     pattern: &str,
     dry_run: bool,
+    all_prefixes: bool,
 ) -> Result<String, CliError> {
+    let keys = crate::state::keys_for(settings)?;
+    let inside = format!("{}:", dashcache::glob::escape(keys.prefix()));
+    if !all_prefixes && !pattern.starts_with(&inside) {
+        return Err(format!(
+            "{pattern:?} is not confined to this service's prefix: start it with {inside:?} (the \
+             prefix is CACHE_KEY_PREFIX), or add --all-prefixes to match every application's keys \
+             on this Redis"
+        )
+        .into());
+    }
     let cache = redis(settings)?;
     let total = cache.key_count().await?;
     let bar = ProgressBar::new_spinner().with_style(style("{spinner} {msg} [{elapsed}]"));
@@ -44,19 +56,40 @@ pub async fn delete_pattern(
             p.deleted
         ));
     };
-    let n = cache.sweep(pattern, mode, &mut report).await?;
+    // What a dry run would delete, by namespace (by first segment outside the prefix).
+    let mut by_group: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let prefix = format!("{}:", keys.prefix());
+    let mut inspect = |batch: &[Vec<u8>]| {
+        if !dry_run {
+            return;
+        }
+        for key in batch {
+            let key = String::from_utf8_lossy(key);
+            let group = match key.strip_prefix(&prefix) {
+                Some(_) => format!("{prefix}{}", keys.namespace_of(&key)),
+                None => format!("{} (another prefix)", key.split(':').next().unwrap_or_default()),
+            };
+            *by_group.entry(group).or_default() += 1;
+        }
+    };
+    let n = cache
+        .sweep_inspecting(pattern, mode, &mut report, &mut inspect)
+        .await?;
     bar.finish_and_clear();
-    Ok(if dry_run {
-        format!(
-            "{} {pattern:?} (dry run: nothing deleted)",
-            match n {
-                1 => "1 key matches".to_owned(),
-                n => format!("{n} keys match"),
-            }
-        )
-    } else {
-        format!("deleted {} matching {pattern:?}", plural(n, "key"))
-    })
+    if !dry_run {
+        return Ok(format!("deleted {} matching {pattern:?}", plural(n, "key")));
+    }
+    let mut lines = vec![format!(
+        "{} {pattern:?} (dry run: nothing deleted)",
+        match n {
+            1 => "1 key matches".to_owned(),
+            n => format!("{n} keys match"),
+        }
+    )];
+    for (group, count) in &by_group {
+        lines.push(format!("  {group:<32} {count:>10}"));
+    }
+    Ok(lines.join("\n"))
 }
 
 /// Key counts per namespace under the configured prefix, and the server's totals.

@@ -27,8 +27,16 @@ pub struct WarmOptions {
 /// Warms `options.sets`; a one-line report per set.
 ///
 /// # Errors
-/// The database or the settings are unusable.
+/// The database or the settings are unusable; no shared cache is configured (the embedded
+/// cache would die with this process); the cache is unreachable before or after warming (what
+/// was "loaded" then reached no cache); a batch failed.
 pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<String, CliError> {
+    let Some(url) = settings.redis_url.clone() else {
+        return Err("warm fills the shared cache, and none is configured: set REDIS_URL (an \
+                    embedded cache lives and dies with this process: warming it warms nothing)"
+            .into());
+    };
+    let shown = dashcache::url::mask_url(&url);
     let serve = ServeOptions {
         listen: "127.0.0.1:0".parse()?,
         database_url: options.database_url.clone(),
@@ -38,6 +46,17 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
         web: WebOptions::default(),
     };
     let state = build_state(&serve, settings).await?;
+    let reachable = |when: &'static str| {
+        let state = state.clone();
+        let shown = shown.clone();
+        async move {
+            state.cache().ping().await.map(drop).map_err(|e| -> CliError {
+                format!("the cache at {shown} is unreachable {when} ({e}): nothing is warmed")
+                    .into()
+            })
+        }
+    };
+    reachable("before warming").await?;
     let users = state.db().user_ids().await?;
     let batch = options.batch.max(1);
     let pace = Duration::from_secs_f64(batch as f64 / f64::from(options.per_second.max(1)));
@@ -59,6 +78,13 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
             }
         }
         bar.finish_and_clear();
+        if total.failed > 0 {
+            return Err(format!(
+                "{set:?}: {} of {} keys failed to load from the database",
+                total.failed, total.keys
+            )
+            .into());
+        }
         lines.push(format!(
             "{set:?}: {}, {} already cached, {} loaded, {} not found, {} failed, in {}",
             super::plural(total.keys as u64, "key"),
@@ -69,5 +95,7 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
             super::plural(total.batches as u64, "batch")
         ));
     }
+    // A cache that failed meanwhile took none of it: the fills bypass a failing cache.
+    reachable("after warming").await?;
     Ok(lines.join("\n"))
 }

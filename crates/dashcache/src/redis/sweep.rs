@@ -48,8 +48,25 @@ impl RedisCache {
         mode: Sweep,
         progress: &mut (dyn FnMut(SweepProgress) + Send),
     ) -> Result<u64> {
+        self.sweep_inspecting(pattern, mode, progress, &mut |_| {})
+            .await
+    }
+
+    /// As [`sweep`](Self::sweep), showing `inspect` each batch of matching keys `SCAN`
+    /// returns (before they are deleted, in [`Sweep::Delete`] mode): for a dry run that says
+    /// what it would delete.
+    ///
+    /// # Errors
+    /// As [`sweep`](Self::sweep).
+    pub async fn sweep_inspecting(
+        &self,
+        pattern: &str,
+        mode: Sweep,
+        progress: &mut (dyn FnMut(SweepProgress) + Send),
+        inspect: &mut (dyn FnMut(&[Vec<u8>]) + Send),
+    ) -> Result<u64> {
         self.inner.limits.check_pattern(pattern)?;
-        let work = self.sweep_steps(pattern, mode, progress);
+        let work = self.sweep_steps(pattern, mode, progress, inspect);
         let Some(limit) = self.inner.sweep_timeout else {
             return work.await;
         };
@@ -69,6 +86,7 @@ impl RedisCache {
         pattern: &str,
         mode: Sweep,
         progress: &mut (dyn FnMut(SweepProgress) + Send),
+        inspect: &mut (dyn FnMut(&[Vec<u8>]) + Send),
     ) -> Result<u64> {
         let mut report = SweepProgress::default();
         for node in self.nodes().await? {
@@ -84,6 +102,7 @@ impl RedisCache {
                 let (next, keys): (u64, Vec<Vec<u8>>) = parse(reply)?;
                 report.batches += 1;
                 report.matched += keys.len() as u64;
+                inspect(&keys);
                 if mode == Sweep::Delete && !keys.is_empty() {
                     // UNLINK's count is what was actually deleted: a key SCAN returns twice, or
                     // one that expired meanwhile, is not counted.
