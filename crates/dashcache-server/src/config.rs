@@ -163,7 +163,12 @@ impl ServiceConfig {
                 "yes" => sourced(DemoData::Yes, Source::Environment),
                 "no" => sourced(DemoData::No, Source::Environment),
                 _ => {
-                    bad("DASHCACHE_DEMO", &text, Source::Environment, "`auto`, `yes` or `no`");
+                    bad(
+                        "DASHCACHE_DEMO",
+                        &text,
+                        Source::Environment,
+                        "`auto`, `yes` or `no`",
+                    );
                     sourced(DemoData::Auto, Source::Environment)
                 }
             },
@@ -192,7 +197,12 @@ impl ServiceConfig {
             (None, Some(text)) => match switch(&text) {
                 Some(on) => sourced(on, Source::Environment),
                 None => {
-                    bad("DASHCACHE_ACCESS_LOG", &text, Source::Environment, "`on` or `off`");
+                    bad(
+                        "DASHCACHE_ACCESS_LOG",
+                        &text,
+                        Source::Environment,
+                        "`on` or `off`",
+                    );
                     sourced(true, Source::Environment)
                 }
             },
@@ -206,14 +216,21 @@ impl ServiceConfig {
             }
         } else {
             sourced(
-                flags.allowed_origins.iter().flat_map(|o| split_list(o)).collect(),
+                flags
+                    .allowed_origins
+                    .iter()
+                    .flat_map(|o| split_list(o))
+                    .collect(),
                 Source::Flag,
             )
         };
         for origin in &allowed_origins.value {
             if !is_origin(origin) {
-                let variable =
-                    name_of("DASHCACHE_ALLOWED_ORIGINS", "--allowed-origin", allowed_origins.source);
+                let variable = name_of(
+                    "DASHCACHE_ALLOWED_ORIGINS",
+                    "--allowed-origin",
+                    allowed_origins.source,
+                );
                 bad(
                     variable,
                     origin,
@@ -311,7 +328,11 @@ fn sourced<T>(value: T, source: Source) -> Sourced<T> {
 
 /// The variable's name, or the flag's when a flag gave the value.
 fn name_of<'a>(variable: &'a str, flag: &'a str, source: Source) -> &'a str {
-    if source == Source::Flag { flag } else { variable }
+    if source == Source::Flag {
+        flag
+    } else {
+        variable
+    }
 }
 
 /// A boolean as people write one; `None` for anything else.
@@ -404,7 +425,13 @@ mod tests {
         );
         let lines = config.map(|c| c.lines().join("\n")).unwrap_or_default();
         assert!(lines.contains("DASHCACHE_OPS_TOKEN=***"), "{lines}");
-        assert!(lines.contains("postgres://app:***@db/x (environment)"), "{lines}");
-        assert!(!lines.contains("a-secret-token") && !lines.contains(":pw@"), "{lines}");
+        assert!(
+            lines.contains("postgres://app:***@db/x (environment)"),
+            "{lines}"
+        );
+        assert!(
+            !lines.contains("a-secret-token") && !lines.contains(":pw@"),
+            "{lines}"
+        );
     }
 }

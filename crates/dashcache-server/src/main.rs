@@ -454,11 +454,9 @@ async fn execute(command: Command) -> Result<Option<String>, CliError> {
                     .first_failure
                     .clone()
                     .unwrap_or_else(|| "every answer was 429 (rate limited)".to_owned());
-                return Err(format!(
-                    "no request succeeded ({} sent): {why}",
-                    total.requests
-                )
-                .into());
+                return Err(
+                    format!("no request succeeded ({} sent): {why}", total.requests).into(),
+                );
             }
             let seconds = total.t.max(f64::EPSILON);
             let summary = format!(

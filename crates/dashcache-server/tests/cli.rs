@@ -25,12 +25,8 @@ fn dashcache(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 
 /// Runs one command on `server` with a plain client.
 fn raw(server: &RedisServer, args: &[String]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    rt.block_on(server.command::<redis::Value>(&args));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    query::<redis::Value>(server, &args);
 }
 
 #[test]
@@ -53,6 +49,26 @@ fn version_and_help() {
 
 #[test]
 fn config_check_lists_every_problem_and_masks_secrets() {
+    // What `serve` refuses, `config check` refuses, naming the variable and its source.
+    let (ok, _, err) = dashcache(
+        &["config", "check"],
+        &[
+            ("DASHCACHE_ACCESS_LOG", "maybe"),
+            ("DASHCACHE_DEMO", "perhaps"),
+            ("DASHCACHE_SECURE_COOKIES", "maybe"),
+        ],
+    );
+    assert!(!ok);
+    for var in [
+        "DASHCACHE_ACCESS_LOG",
+        "DASHCACHE_DEMO",
+        "DASHCACHE_SECURE_COOKIES",
+    ] {
+        assert!(
+            err.contains(&format!("{var}=\"")) && err.contains("(from the environment)"),
+            "{var}: {err}"
+        );
+    }
     let (ok, _, err) = dashcache(
         &["config", "check"],
         &[("CACHE_TTL_SESSION", "5"), ("CACHE_TIMEOUT_MS", "soon")],
@@ -74,12 +90,17 @@ fn config_check_lists_every_problem_and_masks_secrets() {
     // Every setting it read, each on a line of its own.
     let names = dashcache::CacheSettings::variables()
         .filter(|v| *v != dashcache::settings::CONFIG_FILE_VAR)
-        .chain(["DATABASE_URL"])
-        .chain(
-            dashcache_server::cli::config::SERVICE_VARIABLES
-                .iter()
-                .map(|(v, _)| *v),
-        );
+        .chain([
+            "DATABASE_URL",
+            "DASHCACHE_DEMO",
+            "DASHCACHE_SECURE_COOKIES",
+            "DASHCACHE_ACCESS_LOG",
+            "DASHCACHE_ALLOWED_ORIGINS",
+            "DASHCACHE_UPSTREAM_URL",
+            "DASHCACHE_OPS_TOKEN",
+            "DASHCACHE_LOG_FORMAT",
+            "RUST_LOG",
+        ]);
     for var in names {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{var}="))),
@@ -91,9 +112,10 @@ fn config_check_lists_every_problem_and_masks_secrets() {
         "{out}"
     );
     assert!(
-        out.contains("REDIS_URL=redis://app:***@127.0.0.1:1"),
+        out.contains("REDIS_URL=redis://app:***@127.0.0.1:1 (environment)"),
         "{out}"
     );
+    assert!(out.contains("CACHE_TTL_USER=3600 (default)"), "{out}");
     assert!(
         !out.contains("hunter2") && !out.contains("abcdef-secret"),
         "{out}"
@@ -309,12 +331,24 @@ fn bench_prints_both_sides_and_a_ratio() {
     // Tests run a debug build, and the table says so.
     assert!(out.contains("WARNING: this is a debug build"), "{out}");
 
-    // Failures are counted on both sides: a counter holding text fails every INCRBY.
+    // The bench's keys live under the prefix and are gone after it; another
+    // application's keys are not touched.
     raw(
         &server,
-        &["SET", "bench:counter", "not a number"].map(str::to_owned),
+        &["SET", "other:bench:1", "theirs"].map(str::to_owned),
     );
-    let (ok, out, err) = dashcache(
+    assert_eq!(
+        query::<Vec<String>>(&server, &["KEYS", "*"]),
+        vec!["other:bench:1".to_owned()]
+    );
+
+    // Failures are counted on both sides: a counter holding text fails every
+    // INCRBY, and a bench whose operations failed exits non-zero.
+    raw(
+        &server,
+        &["SET", "dashcache:bench:counter", "not a number"].map(str::to_owned),
+    );
+    let (ok, _, err) = dashcache(
         &[
             "bench",
             "--url",
@@ -326,11 +360,26 @@ fn bench_prints_both_sides_and_a_ratio() {
         ],
         &[],
     );
-    assert!(ok, "{err}");
+    assert!(!ok, "{err}");
+    assert!(err.contains("operations failed"), "{err}");
     for side in ["dashcache", "raw redis"] {
-        let errors = error_cell(&out, "Incr", side);
-        assert!(errors > 0, "{side}'s failures not counted:\n{out}");
+        let errors = error_cell(&err, "Incr", side);
+        assert!(errors > 0, "{side}'s failures not counted:\n{err}");
     }
+    assert_eq!(
+        query::<Vec<String>>(&server, &["KEYS", "*"]),
+        vec!["other:bench:1".to_owned()]
+    );
+}
+
+/// One command's answer from `server`.
+fn query<T: redis::FromRedisValue>(server: &RedisServer, args: &[&str]) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    rt.block_on(server.command::<T>(&args))
 }
 
 /// The errors column of `op`'s row for `side` in a bench table.

@@ -451,3 +451,103 @@ async fn sqlite_a_role_deleted_with_plain_sql_stops_working_within_delta() {
     stop_all(&stop, tasks).await;
     history.assert_clean();
 }
+
+/// Changes the service never makes but SQL can, each caught by the mapping within Δ_db: a role
+/// granted (the profile lists roles), a session made to expire, and on PostgreSQL a whole
+/// table truncated (no row trigger fires for it).
+async fn sql_only_changes_are_followed(database: Database) {
+    let postgres = matches!(database, Database::Postgres(..));
+    let pair = Pair::start(database).await;
+    let bob = pair.a.login("u2").await;
+    let carol = pair.a.login("u3").await;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&pair.database.url())
+        .await
+        .unwrap();
+    // Everything cached on both instances first.
+    for app in [&pair.a, &pair.b] {
+        assert_eq!(
+            app.get("/api/v1/users/u2", Some(&bob)).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.get("/api/v1/users/u3", Some(&carol)).await.status,
+            StatusCode::OK
+        );
+    }
+    let roles = Arc::new(History::named("Bob's roles in his profile", DELTA_DB));
+    let expiry = Arc::new(History::named("Carol's expired session", DELTA_DB));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = {
+        let bob = bob.clone();
+        pair.watch(&roles, &stop, move |app| {
+            let bob = bob.clone();
+            async move {
+                let reply = app.get("/api/v1/users/u2", Some(&bob)).await;
+                let admin = reply.body["roles"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == "admin"));
+                u64::from(admin)
+            }
+        })
+    };
+    tasks.extend({
+        let carol = carol.clone();
+        pair.watch(&expiry, &stop, move |app| {
+            let carol = carol.clone();
+            async move {
+                let status = app.get("/api/v1/users/u3", Some(&carol)).await.status;
+                u64::from(status == StatusCode::UNAUTHORIZED)
+            }
+        })
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ('u2', 'admin')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    roles.wrote(1);
+    sqlx::query("UPDATE sessions SET expires_at = 1 WHERE user_id = 'u3'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    expiry.wrote(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_all(&stop, tasks).await;
+    roles.assert_clean();
+    expiry.assert_clean();
+    if postgres {
+        let truncated = Arc::new(History::named("sessions truncated", DELTA_DB));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = {
+            let bob = bob.clone();
+            pair.watch(&truncated, &stop, move |app| {
+                let bob = bob.clone();
+                async move {
+                    let status = app.get("/api/v1/users/u2", Some(&bob)).await.status;
+                    u64::from(status == StatusCode::UNAUTHORIZED)
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("TRUNCATE sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+        truncated.wrote(1);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop_all(&stop, tasks).await;
+        truncated.assert_clean();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sql_only_changes_are_followed() {
+    sql_only_changes_are_followed(Database::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sql_only_changes_are_followed() {
+    sql_only_changes_are_followed(Database::postgres()).await;
+}

@@ -56,14 +56,42 @@ pub fn mask_url(url: &str) -> String {
         return url.split(',').map(mask_url).collect::<Vec<_>>().join(",");
     }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return mask_query(url);
     };
-    match rest.rsplit_once('@') {
+    let masked = match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
             None => format!("{scheme}://***@{host}"),
         },
         None => url.to_owned(),
+    };
+    mask_query(&masked)
+}
+
+/// The query's secrets masked: `?password=…` (PostgreSQL and Redis URLs take one there),
+/// `pass`, `pwd`, `sslpassword`, `secret`, `token`.
+fn mask_query(url: &str) -> String {
+    const SECRET: [&str; 6] = ["password", "pass", "pwd", "sslpassword", "secret", "token"];
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let query = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET.iter().any(|s| name.eq_ignore_ascii_case(s)) => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match fragment {
+        Some(f) => format!("{head}?{query}#{f}"),
+        None => format!("{head}?{query}"),
     }
 }
 
@@ -81,6 +109,14 @@ mod tests {
             "redis://:***@a:1,redis://u:***@b:2"
         );
         assert_eq!(mask_url("rediss://:p@ss@host/1"), "rediss://:***@host/1");
+        assert_eq!(
+            mask_url("postgres://db/x?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            mask_url("redis://h:1?Password=pw"),
+            "redis://h:1?Password=***"
+        );
     }
 
     /// Regression: the authority ended at the first `/`, so a password holding `/`, `?`, `#`

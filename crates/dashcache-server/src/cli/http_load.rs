@@ -192,7 +192,9 @@ pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
                                 let body = resp.into_body().collect().await;
                                 if !status.is_success() && status.as_u16() != 429 {
                                     let text = body
-                                        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                                        .map(|b| {
+                                            String::from_utf8_lossy(&b.to_bytes()).into_owned()
+                                        })
                                         .unwrap_or_default();
                                     failure = Some(format!(
                                         "{status}: {}",

@@ -67,7 +67,10 @@ pub async fn delete_pattern(
             let key = String::from_utf8_lossy(key);
             let group = match key.strip_prefix(&prefix) {
                 Some(_) => format!("{prefix}{}", keys.namespace_of(&key)),
-                None => format!("{} (another prefix)", key.split(':').next().unwrap_or_default()),
+                None => format!(
+                    "{} (another prefix)",
+                    key.split(':').next().unwrap_or_default()
+                ),
             };
             *by_group.entry(group).or_default() += 1;
         }

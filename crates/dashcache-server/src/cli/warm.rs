@@ -32,9 +32,11 @@ pub struct WarmOptions {
 /// was "loaded" then reached no cache); a batch failed.
 pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<String, CliError> {
     let Some(url) = settings.redis_url.clone() else {
-        return Err("warm fills the shared cache, and none is configured: set REDIS_URL (an \
+        return Err(
+            "warm fills the shared cache, and none is configured: set REDIS_URL (an \
                     embedded cache lives and dies with this process: warming it warms nothing)"
-            .into());
+                .into(),
+        );
     };
     let shown = dashcache::url::mask_url(&url);
     let serve = ServeOptions {
@@ -50,10 +52,15 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
         let state = state.clone();
         let shown = shown.clone();
         async move {
-            state.cache().ping().await.map(drop).map_err(|e| -> CliError {
-                format!("the cache at {shown} is unreachable {when} ({e}): nothing is warmed")
-                    .into()
-            })
+            state
+                .cache()
+                .ping()
+                .await
+                .map(drop)
+                .map_err(|e| -> CliError {
+                    format!("the cache at {shown} is unreachable {when} ({e}): nothing is warmed")
+                        .into()
+                })
         }
     };
     reachable("before warming").await?;

@@ -34,6 +34,14 @@ impl Db {
         if self.user_count().await? > 0 {
             return Ok(false);
         }
+        match self.seed_demo(hash).await {
+            // Another instance starting at the same moment seeded it first.
+            Err(e) if e.is_unique_violation() => Ok(false),
+            done => done,
+        }
+    }
+
+    async fn seed_demo(&self, hash: fn(&str) -> String) -> DbResult<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for ((id, name, email, _, roles), hash) in DEMO_USERS.iter().zip(demo_hashes(hash)) {

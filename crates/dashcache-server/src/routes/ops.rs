@@ -33,7 +33,10 @@ pub(crate) async fn health(
     let (cache, database) =
         tokio::join!(probe(state.cache().as_ref(), SLOW_CACHE), state.db().ping());
     let log = state.log_status();
-    let log_proven = log.as_ref().is_none_or(|l| l.follower.proven);
+    // Not proven, or swept into overflow: coherent reads go to the database.
+    let log_proven = log
+        .as_ref()
+        .is_none_or(|l| l.follower.proven && !l.follower.overflow);
     let (status, code) = match (&database, cache.status) {
         (Err(_), _) => ("unhealthy", StatusCode::SERVICE_UNAVAILABLE),
         (Ok(_), CacheStatus::Up) if log_proven => ("healthy", StatusCode::OK),
@@ -89,6 +92,7 @@ fn log_json(log: &dashcache::coherent::log::ConsumerStatus) -> serde_json::Value
         "retries": log.retries,
         "queued": log.queued,
         "pending_keys": log.follower.pending,
+        "overflow": log.follower.overflow,
         "sweeps": log.sweeps,
     })
 }

@@ -48,6 +48,21 @@ pub fn follower_for(settings: &CacheSettings, keys: &Keys) -> dashcache::Result<
         None => COHERENT_NAMESPACES.to_vec(),
         Some(list) => list.iter().map(String::as_str).collect(),
     };
+    // Only namespaces whose truth is in the database: following another (rate-limit buckets,
+    // one-time tokens) would sweep it away when the log cannot be proven.
+    if let Some(other) = namespaces
+        .iter()
+        .find(|ns| !COHERENT_NAMESPACES.contains(ns))
+    {
+        return Err(dashcache::Error::new(
+            dashcache::ErrorKind::InvalidArgument,
+            format!(
+                "CACHE_DB_COHERENT names {other:?}, whose truth is not in the database; choose among \
+             {} (or `off`)",
+                COHERENT_NAMESPACES.join(", ")
+            ),
+        ));
+    }
     if namespaces.is_empty() {
         return Ok(None);
     }
@@ -70,10 +85,12 @@ pub fn mapping(
             Ok(())
         })
     })?;
-    let p = permissions.clone();
+    let (p, k) = (permissions.clone(), keys.clone());
     let mapping = mapping.table("user_roles", &["user_id"], move |change, out| {
+        // The user's permissions, and their profile, which shows their roles.
         each(change, "user_id", |user| {
             out.push(p.invalidation(user)?);
+            out.push(Target::key(k.key(["user", user])?));
             Ok(())
         })
     })?;
@@ -82,16 +99,42 @@ pub fn mapping(
         "sessions",
         &["id", "user_id", "expires_at", "revoked_at"],
         move |change, out| {
-            for row in &change.rows {
-                // A new session is no change to a cached one; a revoked or deleted one goes,
-                // with a tombstone so a copy read before cannot be stored after.
-                let gone =
-                    change.op == dashcache::coherent::log::Op::Delete || !row.is_null("revoked_at");
-                if let (true, Some(handle)) = (gone, row.text("id")) {
-                    let expires = row.int("expires_at").unwrap_or(0).max(0);
-                    let at = UNIX_EPOCH + Duration::from_millis(expires.unsigned_abs());
-                    out.extend(s.invalidation(&handle, at)?);
+            use dashcache::coherent::log::Op;
+            if change.op == Op::Insert {
+                // A new session is no change to a cached one.
+                return Ok(());
+            }
+            let expiry = |row: &dashcache::coherent::log::Row| row.int("expires_at").unwrap_or(0);
+            let (old, new) = (change.rows.first(), change.rows.last());
+            let now = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX);
+            // Revoked, deleted, expired or made to expire sooner: it goes, with a tombstone so
+            // a copy read before cannot be stored after. Any other change: the cached copy
+            // goes, and the next lookup reads the row again.
+            let ends = change.op == Op::Delete
+                || change.rows.iter().any(|r| !r.is_null("revoked_at"))
+                || new.is_some_and(|n| expiry(n) <= now)
+                || old.zip(new).is_some_and(|(o, n)| expiry(n) < expiry(o));
+            for handle in distinct(change, "id") {
+                let [tombstone, session] = s.invalidation(
+                    &handle,
+                    UNIX_EPOCH
+                        + Duration::from_millis(
+                            new.map_or(0, expiry)
+                                .max(old.map_or(0, expiry))
+                                .max(0)
+                                .unsigned_abs(),
+                        ),
+                )?;
+                if ends {
+                    out.push(tombstone);
                 }
+                out.push(session);
             }
             Ok(())
         },
@@ -133,6 +176,19 @@ pub fn mapping(
             Ok(())
         })
     })
+}
+
+/// The distinct values of `column` over the versions of the changed row.
+fn distinct(change: &Change, column: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for row in &change.rows {
+        if let Some(value) = row.text(column)
+            && !seen.contains(&value)
+        {
+            seen.push(value);
+        }
+    }
+    seen
 }
 
 /// Calls `f` with `column` of every version of the changed row (once per distinct value).
@@ -185,6 +241,9 @@ impl AppState {
         log.install(&self.inner.db.pool).await?;
         let mut consumer =
             Consumer::builder(log, url, follow.follower.clone()).shared(Arc::clone(&follow.shared));
+        let aside = self.inner.aside.clone();
+        // A lookup that starts after a change must not join a load that read before it.
+        consumer = consumer.on_invalidate(move |keys| aside.detach(keys));
         if let Some(local) = &follow.local {
             consumer = consumer.local(local.clone());
         }

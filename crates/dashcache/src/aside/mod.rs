@@ -339,6 +339,22 @@ impl CacheAside {
         result
     }
 
+    /// Lets no lookup from now on join a load of `keys` that began before (every key, when
+    /// `keys` is empty): the source changed, and those loads may have read the old state. They
+    /// go on for the callers they have, and their fills are fenced as ever. What
+    /// [`invalidate`](Self::invalidate) does in this process, for invalidations that arrive
+    /// some other way (the database's log: see [`crate::coherent`]).
+    pub fn detach(&self, keys: &[&str]) {
+        let mut flights = self.inner.flights();
+        if keys.is_empty() {
+            flights.clear();
+        } else {
+            for key in keys {
+                flights.remove(*key);
+            }
+        }
+    }
+
     /// The cache underneath.
     pub fn cache(&self) -> &Arc<dyn Cache> {
         &self.inner.cache

@@ -41,7 +41,11 @@ pub struct ConsumerBuilder {
     max_queued: usize,
     sweep_pause: Duration,
     observer: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    on_invalidate: Option<Arc<Hook>>,
 }
+
+/// What else to tell of the keys an entry invalidates (an empty slice: every key).
+type Hook = dyn Fn(&[&str]) + Send + Sync;
 
 impl std::fmt::Debug for ConsumerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +118,16 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Calls `hook` with the keys of every entry as it arrives, with an empty slice when
+    /// everything coherent is dropped at once: for state of this process the consumer does
+    /// not know of, such as cache-aside's loads in flight
+    /// ([`CacheAside::detach`](crate::aside::CacheAside::detach)), which must not be joined by
+    /// a lookup that starts after the change.
+    pub fn on_invalidate(mut self, hook: impl Fn(&[&str]) + Send + Sync + 'static) -> Self {
+        self.on_invalidate = Some(Arc::new(hook));
+        self
+    }
+
     /// Calls `observer` with the sequence number of every entry as it is applied to this
     /// process (for tests and audits).
     pub fn on_entry(mut self, observer: impl Fn(i64) + Send + Sync + 'static) -> Self {
@@ -153,6 +167,8 @@ impl ConsumerBuilder {
             max_queued: self.max_queued,
             sweep_pause: self.sweep_pause,
             observer: self.observer,
+            on_invalidate: self.on_invalidate,
+            resweep: AtomicBool::new(false),
             wake: Notify::new(),
             work: Notify::new(),
             queue: Mutex::new(VecDeque::new()),
@@ -251,6 +267,7 @@ impl Consumer {
             max_queued: MAX_QUEUED,
             sweep_pause: crate::aside::fence::DEFAULT_WINDOW / 2,
             observer: None,
+            on_invalidate: None,
         }
     }
 
@@ -311,6 +328,10 @@ struct State {
     max_queued: usize,
     sweep_pause: Duration,
     observer: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    on_invalidate: Option<Arc<Hook>>,
+    /// Entries were dropped (past the queue's bound, or refused by the shared cache): one more
+    /// sweep is due once the queue drains, and the horizon waits for it.
+    resweep: AtomicBool,
     /// A `NOTIFY`, or a caller, asks for a read now.
     wake: Notify,
     /// Work for the applier.
@@ -373,16 +394,30 @@ impl State {
         let keys: Vec<&str> = targets.iter().map(Target::cache_key).collect();
         {
             let mut queue = self.queue();
+            // Past the bound the entry is not kept: a sweep after the current backlog covers
+            // it (memory stays bounded whatever the burst).
+            let keep = self.shared.is_some()
+                && self.queued.load(Ordering::Acquire) + targets.len() <= self.max_queued;
             if self.shared.is_some() {
-                self.follower.mark_pending(&keys);
+                if keep {
+                    self.follower.mark_pending(&keys);
+                } else {
+                    self.follower.start_overflow();
+                    self.resweep.store(true, Ordering::Release);
+                }
             }
-            self.queued.fetch_add(targets.len(), Ordering::AcqRel);
             #[cfg(feature = "redis")]
             if let Some(local) = &self.local {
                 local.invalidate_local(&keys);
             }
+            if let Some(hook) = &self.on_invalidate {
+                hook(&keys);
+            }
             drop(keys);
-            queue.push_back(Work::Entry { stamp, targets });
+            if keep {
+                self.queued.fetch_add(targets.len(), Ordering::AcqRel);
+                queue.push_back(Work::Entry { stamp, targets });
+            }
         }
         self.work.notify_one();
     }
@@ -411,6 +446,18 @@ impl State {
             local.flush_local();
         }
     }
+}
+
+/// Marks every coherent key of this process unproven and gone: its memory, and (by a sweep)
+/// the shared cache; the horizon restarts at `horizon`.
+fn start_over(state: &State, horizon: i64) {
+    state.follower.unprove();
+    state.drop_local();
+    if let Some(hook) = &state.on_invalidate {
+        hook(&[]);
+    }
+    state.shared_horizon.store(horizon, Ordering::Release);
+    state.sweep(horizon, true);
 }
 
 /// Connects, reads, applies to memory, proves; reconnects after an error.
@@ -444,59 +491,81 @@ async fn follow(
     cursor: &mut Option<Cursor>,
 ) -> Result<()> {
     let log = &state.log;
-    if cursor.is_none() {
-        let (start, unknown) = log.start(conn).await?;
-        log.register(conn, &state.id, start.horizon()).await?;
-        if unknown && state.shared.is_some() {
-            // The first consumer of this log: nothing tells what the shared cache holds. No
-            // entry was dropped, so one sweep does.
-            state.sweep(start.horizon(), false);
-        } else {
-            state.push(Work::Horizon(start.horizon()));
+    match cursor.as_ref() {
+        None => {
+            let (start, unknown) = log.start(conn).await?;
+            log.register(conn, &state.id, start.horizon()).await?;
+            if unknown && state.shared.is_some() {
+                // The first consumer of this log: nothing tells what the shared cache holds.
+                // No entry was dropped, so one sweep does.
+                state.sweep(start.horizon(), false);
+            } else {
+                state.push(Work::Horizon(start.horizon()));
+            }
+            *cursor = Some(start);
         }
-        *cursor = Some(start);
+        // Back after a lost connection: still registered? If it was forgotten meanwhile,
+        // entries it needed may be gone, and it must not prove anything before it knows.
+        Some(_) => {
+            let horizon = registered_horizon(state, cursor);
+            if !log.heartbeat(conn, &state.id, horizon).await? {
+                fell_behind(state, conn, cursor).await?;
+            }
+        }
     }
     let liveness_ms = i64::try_from(state.liveness.as_millis()).unwrap_or(i64::MAX);
     let mut last_beat = tokio::time::Instant::now();
     let mut last_retention = tokio::time::Instant::now();
-    let mut full_page = false;
     loop {
-        if !full_page {
-            tokio::select! {
-                () = state.wake.notified() => {}
-                () = tokio::time::sleep(state.poll) => {}
-            }
+        tokio::select! {
+            () = state.wake.notified() => {}
+            () = tokio::time::sleep(state.poll) => {}
         }
-        let Some(current) = cursor.as_ref() else {
+        let Some(current) = cursor.clone() else {
             return Ok(());
         };
         // Taken before the query: a commit that completed before it is in the snapshot.
         let at = quanta::Instant::now();
-        let (entries, next) = log.read(conn, current, state.page).await?;
-        state.counters.passes.fetch_add(1, Ordering::Relaxed);
-        full_page = entries.len() as i64 >= state.page;
         let mut unknown = false;
-        for entry in &entries {
-            match log.targets(entry) {
-                Ok(targets) => state.arrive(log.stamp(entry.seq), targets),
-                Err(e) => {
-                    // Its keys are unknown: everything coherent goes, here and in Redis.
-                    state.failed("an entry could not be mapped", &e);
-                    unknown = true;
+        let mut on_page = |entries: Vec<super::Entry>| {
+            for entry in &entries {
+                match log.targets(entry) {
+                    Ok(targets) => state.arrive(log.stamp(entry.seq), targets),
+                    Err(e) => {
+                        // Its keys are unknown: everything coherent goes, here and in Redis.
+                        state.failed("an entry could not be mapped", &e);
+                        unknown = true;
+                    }
+                }
+                if let Some(observer) = &state.observer {
+                    observer(entry.seq);
                 }
             }
-            if let Some(observer) = &state.observer {
-                observer(entry.seq);
-            }
+            state
+                .counters
+                .entries
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        };
+        let read = log.read(conn, &current, state.page, &mut on_page).await?;
+        state.counters.passes.fetch_add(1, Ordering::Relaxed);
+        if read.went_back {
+            // A restore, or a failover to a replica that lagged: what was applied matches a
+            // database that no longer is. Start over from where this one is.
+            tracing::error!(
+                consumer = %state.id,
+                "invalidation log: the database is behind what this consumer read (a restore \
+                 or a failover?); dropping what it cannot prove"
+            );
+            start_over(state, read.next.horizon());
+            *cursor = Some(read.next);
+            continue;
         }
-        state
-            .counters
-            .entries
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let next = read.next;
         if unknown {
             state.drop_local();
-            state.sweep(next.horizon(), true);
-        } else if state.queued.load(Ordering::Acquire) > state.max_queued {
+            if let Some(hook) = &state.on_invalidate {
+                hook(&[]);
+            }
             state.sweep(next.horizon(), true);
         } else {
             state.push(Work::Horizon(next.horizon()));
@@ -505,10 +574,7 @@ async fn follow(
         state.follower.prove(at);
         if last_beat.elapsed() >= Duration::from_secs(1) {
             last_beat = tokio::time::Instant::now();
-            let horizon = match state.shared {
-                Some(_) => state.shared_horizon.load(Ordering::Acquire),
-                None => cursor.as_ref().map_or(i64::MIN, Cursor::horizon),
-            };
+            let horizon = registered_horizon(state, cursor);
             if horizon != i64::MIN && !log.heartbeat(conn, &state.id, horizon).await? {
                 fell_behind(state, conn, cursor).await?;
             }
@@ -521,6 +587,15 @@ async fn follow(
                 .retained_away
                 .fetch_add(gone, Ordering::Relaxed);
         }
+    }
+}
+
+/// The horizon to register: below it everything reached the shared cache (or, without one,
+/// was read).
+fn registered_horizon(state: &State, cursor: &Option<Cursor>) -> i64 {
+    match state.shared {
+        Some(_) => state.shared_horizon.load(Ordering::Acquire),
+        None => cursor.as_ref().map_or(i64::MIN, Cursor::horizon),
     }
 }
 
@@ -537,17 +612,17 @@ async fn fell_behind(
         "invalidation log: this consumer was away past the liveness window; dropping what it \
          cannot prove"
     );
-    state.follower.unprove();
-    state.drop_local();
     let (start, _) = state.log.start(conn).await?;
     state.log.register(conn, &state.id, start.horizon()).await?;
-    state.sweep(start.horizon(), true);
+    start_over(state, start.horizon());
     *cursor = Some(start);
     Ok(())
 }
 
 /// Applies the queue to the shared cache, in order, retrying until each target is applied.
 async fn apply_loop(state: Arc<State>) {
+    // The horizon reached while a sweep is due: it holds once the sweep is done.
+    let mut held = i64::MIN;
     loop {
         let batch = take_batch(&state);
         if batch.is_empty() {
@@ -560,7 +635,11 @@ async fn apply_loop(state: Arc<State>) {
                 Work::Entry { stamp, targets } => entries.push((stamp, targets)),
                 Work::Horizon(horizon) => {
                     apply_entries(&state, std::mem::take(&mut entries)).await;
-                    state.shared_horizon.fetch_max(horizon, Ordering::AcqRel);
+                    if state.resweep.load(Ordering::Acquire) {
+                        held = held.max(horizon);
+                    } else {
+                        state.shared_horizon.fetch_max(horizon, Ordering::AcqRel);
+                    }
                 }
                 Work::Sweep { horizon, twice } => {
                     apply_entries(&state, std::mem::take(&mut entries)).await;
@@ -571,9 +650,16 @@ async fn apply_loop(state: Arc<State>) {
         }
         apply_entries(&state, entries).await;
         // Overflow ends only when nothing waits: what arrives next is marked pending again.
-        let queue = state.queue();
+        let mut queue = state.queue();
         if queue.is_empty() {
-            state.follower.end_overflow();
+            if state.resweep.swap(false, Ordering::AcqRel) {
+                queue.push_back(Work::Sweep {
+                    horizon: std::mem::replace(&mut held, i64::MIN),
+                    twice: true,
+                });
+            } else {
+                state.follower.end_overflow();
+            }
         }
     }
 }
@@ -619,7 +705,9 @@ async fn apply_entries(state: &State, entries: Vec<(i64, Vec<Target>)>) {
     futures::future::join_all(chains).await;
 }
 
-/// Applies one target, retrying with backoff until the shared cache accepts it.
+/// Applies one target, retrying with backoff until the shared cache accepts it. One it
+/// refuses for good (a key over its limits, a value of the wrong type) is left to a sweep,
+/// never retried forever: it would hold up every entry after it.
 async fn apply_one(state: &State, shared: &Applier, target: &Target, stamp: i64) {
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -630,6 +718,15 @@ async fn apply_one(state: &State, shared: &Applier, target: &Target, stamp: i64)
                 }
                 return;
             }
+            Err(e) if !retryable(&e) => {
+                state.failed(
+                    "the shared cache refused an invalidation for good; sweeping",
+                    &e,
+                );
+                state.follower.start_overflow();
+                state.resweep.store(true, Ordering::Release);
+                return;
+            }
             Err(e) => {
                 state.failed("the shared cache refused an invalidation", &e);
                 state.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -638,6 +735,12 @@ async fn apply_one(state: &State, shared: &Applier, target: &Target, stamp: i64)
             }
         }
     }
+}
+
+/// Whether applying again may work: the cache was unreachable, slow or misconfigured (a fix
+/// of the configuration fixes it), not the target itself.
+fn retryable(e: &crate::Error) -> bool {
+    e.is_transient() || e.kind() == crate::ErrorKind::Misconfigured
 }
 
 /// Deletes every key of the coherent namespaces from the shared cache; `twice` after entries

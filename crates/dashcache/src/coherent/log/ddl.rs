@@ -38,6 +38,12 @@ DECLARE
   new_cols jsonb;
   rows_json jsonb;
 BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO {table} (source, op, data, created_at)
+      VALUES (TG_TABLE_NAME, 'T', '[]', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    PERFORM pg_notify('{channel}', '');
+    RETURN NULL;
+  END IF;
   IF TG_OP <> 'INSERT' THEN
     SELECT jsonb_object_agg(c, to_jsonb(OLD) -> c) INTO old_cols FROM unnest(TG_ARGV) AS c;
   END IF;
@@ -68,6 +74,12 @@ $body$"
         out.push(format!(
             "CREATE TRIGGER {table} AFTER INSERT OR UPDATE OR DELETE ON {name} \
              FOR EACH ROW EXECUTE FUNCTION {function}({args})"
+        ));
+        // TRUNCATE fires no row trigger: one entry for the statement.
+        out.push(format!("DROP TRIGGER IF EXISTS {table}_truncate ON {name}"));
+        out.push(format!(
+            "CREATE TRIGGER {table}_truncate AFTER TRUNCATE ON {name} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
         ));
     }
     out

@@ -47,6 +47,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
+use sqlx::Row as _;
 
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerStatus};
 
@@ -94,6 +95,9 @@ pub enum Op {
     Delete,
     /// An entry appended by [`InvalidationLog::append`].
     Explicit,
+    /// The whole table was emptied (`TRUNCATE`, PostgreSQL): no row is recorded, so what it
+    /// invalidates is unknown, and everything coherent is dropped.
+    Truncate,
 }
 
 impl Op {
@@ -103,6 +107,7 @@ impl Op {
             "U" => Self::Update,
             "D" => Self::Delete,
             "X" => Self::Explicit,
+            "T" => Self::Truncate,
             _ => return None,
         })
     }
@@ -274,19 +279,98 @@ impl InvalidationLog {
         ddl::statements(self)
     }
 
-    /// Runs [`ddl`](Self::ddl) on `pool`, in one transaction.
+    /// Runs [`ddl`](Self::ddl) on `pool`, in one transaction, unless the database already has
+    /// this very DDL (a version in `<log table>_schema`): a restart takes no lock on the
+    /// mapped tables. Instances starting together are serialised (an advisory lock on
+    /// PostgreSQL, `BEGIN IMMEDIATE` on SQLite); a table another transaction holds makes it
+    /// wait at most 5 s, and try again twice, rather than block that table's readers behind
+    /// it.
     ///
     /// # Errors
-    /// `Backend` with the database's error.
+    /// `Backend` with the database's error; `Timeout` naming the lock it could not take.
     pub async fn install(&self, pool: &sqlx::AnyPool) -> Result<()> {
-        let mut tx = pool.begin().await.map_err(db_error)?;
-        for statement in self.ddl() {
-            sqlx::query(&statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            match self.install_once(pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_lock_timeout(&e) => last = Some(e),
+                Err(e) => return Err(db_error(e)),
+            }
         }
-        tx.commit().await.map_err(db_error)
+        Err(Error::new(
+            ErrorKind::Timeout,
+            "installing the invalidation log's triggers waited 5 s, three times, for a lock on a \
+             mapped table that another transaction holds (a long report or a dump?)",
+        )
+        .with_source(last.unwrap_or(sqlx::Error::PoolTimedOut)))
+    }
+
+    async fn install_once(&self, pool: &sqlx::AnyPool) -> std::result::Result<(), sqlx::Error> {
+        let statements = self.ddl();
+        let version = format!(
+            "{:016x}",
+            statements
+                .iter()
+                .flat_map(|s| s.bytes())
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                })
+        );
+        let schema = format!("{}_schema", self.table);
+        let mut conn = pool.acquire().await?;
+        let begin = match self.dialect {
+            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+        };
+        sqlx::query(begin).execute(&mut *conn).await?;
+        let work = async {
+            if self.dialect == Dialect::Postgres {
+                // One installer at a time: concurrent CREATEs of one function or table fail.
+                sqlx::query("SELECT pg_advisory_xact_lock(2026120601)")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("SET LOCAL lock_timeout = '5s'")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query(&format!(
+                "CREATE TABLE IF NOT EXISTS {schema} (version TEXT NOT NULL)"
+            ))
+            .execute(&mut *conn)
+            .await?;
+            let installed: Option<String> =
+                sqlx::query(&format!("SELECT MAX(version) AS version FROM {schema}"))
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("version")?;
+            if installed.as_deref() == Some(version.as_str()) {
+                return Ok(());
+            }
+            for statement in &statements {
+                sqlx::query(statement).execute(&mut *conn).await?;
+            }
+            sqlx::query(&format!("DELETE FROM {schema}"))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&format!("INSERT INTO {schema} (version) VALUES ($1)"))
+                .bind(version.clone())
+                .execute(&mut *conn)
+                .await?;
+            Ok::<(), sqlx::Error>(())
+        };
+        match work.await {
+            Ok(()) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
     }
 
     /// Appends an entry invalidating `targets`, on `conn` — inside the caller's transaction,
@@ -297,12 +381,12 @@ impl InvalidationLog {
     pub async fn append(&self, conn: &mut sqlx::AnyConnection, targets: &[Target]) -> Result<()> {
         let data = encode_targets(targets)?;
         let insert = format!(
-            "INSERT INTO {} (source, op, data, created_at) VALUES ('', 'X', $1, $2)",
-            self.table
+            "INSERT INTO {} (source, op, data, created_at) VALUES ('', 'X', $1, {})",
+            self.table,
+            self.now_sql()
         );
         sqlx::query(&insert)
             .bind(data)
-            .bind(now_ms())
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
@@ -325,7 +409,14 @@ impl InvalidationLog {
         };
         let op = Op::parse(&entry.op).ok_or_else(|| corrupt("has an unknown operation"))?;
         if op == Op::Explicit {
-            return decode_targets(&entry.data).ok_or_else(|| corrupt("has corrupt targets"));
+            let targets =
+                decode_targets(&entry.data).ok_or_else(|| corrupt("has corrupt targets"))?;
+            check_targets(&targets)?;
+            return Ok(targets);
+        }
+        if op == Op::Truncate {
+            // Every row went, and no row was recorded: the table's keys are unknown.
+            return Err(corrupt(&format!("empties the table {:?}", entry.source)));
         }
         let rows: Vec<serde_json::Map<String, Value>> =
             serde_json::from_str(&entry.data).map_err(|_| corrupt("has corrupt rows"))?;
@@ -336,7 +427,17 @@ impl InvalidationLog {
         };
         let mut out = Vec::new();
         self.mapping.map(&change, &mut out)?;
+        check_targets(&out)?;
         Ok(out)
+    }
+
+    /// The database's own clock in Unix milliseconds, as SQL: consumers' liveness is judged on
+    /// one clock, never by comparing machines' clocks.
+    pub(crate) fn now_sql(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        }
     }
 
     /// A stamp for `seq`, the same in every instance, and different across logs of other
@@ -348,6 +449,18 @@ impl InvalidationLog {
         });
         seq ^ (salt as i64 & 0x7fff_ffff_0000_0000)
     }
+}
+
+/// Refuses targets no cache would take (an empty or over-long key): applying them would fail
+/// for good, and hold up the entries after them.
+fn check_targets(targets: &[Target]) -> Result<()> {
+    let limits = crate::cache::Limits::default();
+    for target in targets {
+        limits.check_key(target.cache_key())?;
+        // Its companion keys (fence, marker) are longer; they must fit too.
+        limits.check_key(&crate::aside::fence::applied_key(target.cache_key()))?;
+    }
+    Ok(())
 }
 
 /// Explicit targets as stored: `{"k": [keys], "v": [[key, ttl ms]]}`.
@@ -391,14 +504,13 @@ fn decode_targets(data: &str) -> Option<Vec<Target>> {
     Some(out)
 }
 
-pub(crate) fn db_error(e: sqlx::Error) -> Error {
-    Error::new(ErrorKind::Unavailable, format!("invalidation log: {e}")).with_source(e)
+/// Whether `e` is PostgreSQL's "canceling statement due to lock timeout" (55P03).
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("invalidation log: {e}")).with_source(e)
 }
 
 #[cfg(test)]

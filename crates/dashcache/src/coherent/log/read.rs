@@ -2,7 +2,7 @@
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Dialect, Entry, InvalidationLog, db_error, now_ms};
+use super::{Dialect, Entry, InvalidationLog, db_error};
 use crate::error::Result;
 
 /// Where a consumer stands in the log.
@@ -45,18 +45,31 @@ impl Cursor {
     }
 }
 
+/// What one read of the log found.
+pub(crate) struct Read {
+    /// Where to read from next.
+    pub(crate) next: Cursor,
+    /// The database is behind the cursor (a restore, or a failover to a replica that lagged):
+    /// what was applied before cannot be trusted to match it.
+    pub(crate) went_back: bool,
+}
+
 impl InvalidationLog {
-    /// Every entry `cursor` has not read, in sequence order, and the cursor to read from
-    /// next. Reads in pages of `page`.
+    /// Hands every entry `cursor` has not read to `on_page`, a page of at most `page` at a
+    /// time and in sequence order (so memory holds one page, whatever the backlog); where to
+    /// read from next.
     pub(crate) async fn read(
         &self,
         conn: &mut AnyConnection,
         cursor: &Cursor,
         page: i64,
-    ) -> Result<(Vec<Entry>, Cursor)> {
+        on_page: &mut (dyn FnMut(Vec<Entry>) + Send),
+    ) -> Result<Read> {
         match cursor {
-            Cursor::Snapshot { xmax, running } => self.read_pg(conn, *xmax, running, page).await,
-            Cursor::Seq(seq) => self.read_sqlite(conn, *seq, page).await,
+            Cursor::Snapshot { xmax, running } => {
+                self.read_pg(conn, *xmax, running, page, on_page).await
+            }
+            Cursor::Seq(seq) => self.read_sqlite(conn, *seq, page, on_page).await,
         }
     }
 
@@ -66,7 +79,8 @@ impl InvalidationLog {
         xmax: u64,
         running: &[u64],
         page: i64,
-    ) -> Result<(Vec<Entry>, Cursor)> {
+        on_page: &mut (dyn FnMut(Vec<Entry>) + Send),
+    ) -> Result<Read> {
         // One statement, one snapshot: the entries and the snapshot they were read under.
         let sql = format!(
             "WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snap) \
@@ -85,7 +99,6 @@ impl InvalidationLog {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut entries = Vec::new();
         let mut next = None;
         let mut after = 0i64;
         loop {
@@ -100,19 +113,29 @@ impl InvalidationLog {
             if next.is_none()
                 && let Some(first) = rows.first()
             {
-                let xmax: String = first.try_get("xmax").map_err(db_error)?;
+                let now: String = first.try_get("xmax").map_err(db_error)?;
                 let xip: String = first.try_get("xip").map_err(db_error)?;
+                let now: u64 = now.parse().unwrap_or(0);
+                if now < xmax {
+                    // Transaction ids never go back in one database's life.
+                    return Ok(Read {
+                        next: Cursor::Snapshot {
+                            xmax: now,
+                            running: xip.split(',').filter_map(|x| x.parse().ok()).collect(),
+                        },
+                        went_back: true,
+                    });
+                }
                 next = Some(Cursor::Snapshot {
-                    xmax: xmax.parse().unwrap_or(0),
+                    xmax: now,
                     running: xip.split(',').filter_map(|x| x.parse().ok()).collect(),
                 });
             }
-            let mut read = 0;
+            let mut entries = Vec::with_capacity(rows.len());
             for row in &rows {
                 let Some(seq) = row.try_get::<Option<i64>, _>("seq").map_err(db_error)? else {
                     continue;
                 };
-                read += 1;
                 after = after.max(seq);
                 entries.push(Entry {
                     seq,
@@ -121,7 +144,9 @@ impl InvalidationLog {
                     data: row.try_get("data").map_err(db_error)?,
                 });
             }
-            if read < page {
+            let full = entries.len() as i64 >= page;
+            on_page(entries);
+            if !full {
                 break;
             }
         }
@@ -132,7 +157,10 @@ impl InvalidationLog {
             xmax,
             running: running.to_vec(),
         });
-        Ok((entries, next))
+        Ok(Read {
+            next,
+            went_back: false,
+        })
     }
 
     async fn read_sqlite(
@@ -140,12 +168,26 @@ impl InvalidationLog {
         conn: &mut AnyConnection,
         seq: i64,
         page: i64,
-    ) -> Result<(Vec<Entry>, Cursor)> {
+        on_page: &mut (dyn FnMut(Vec<Entry>) + Send),
+    ) -> Result<Read> {
         let sql = format!(
             "SELECT seq, source, op, data FROM {} WHERE seq > $1 ORDER BY seq LIMIT $2",
             self.table
         );
-        let mut entries = Vec::new();
+        // A log whose newest entry is below the cursor was replaced by an older copy.
+        let newest: Option<i64> =
+            sqlx::query(&format!("SELECT MAX(seq) AS seq FROM {}", self.table))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)?
+                .try_get("seq")
+                .map_err(db_error)?;
+        if newest.is_some_and(|n| n < seq) {
+            return Ok(Read {
+                next: Cursor::Seq(newest.unwrap_or(0)),
+                went_back: true,
+            });
+        }
         let mut last = seq;
         loop {
             let rows = sqlx::query(&sql)
@@ -154,6 +196,7 @@ impl InvalidationLog {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)?;
+            let mut entries = Vec::with_capacity(rows.len());
             for row in &rows {
                 let seq: i64 = row.try_get("seq").map_err(db_error)?;
                 last = last.max(seq);
@@ -164,11 +207,16 @@ impl InvalidationLog {
                     data: row.try_get("data").map_err(db_error)?,
                 });
             }
-            if (rows.len() as i64) < page {
+            let full = entries.len() as i64 >= page;
+            on_page(entries);
+            if !full {
                 break;
             }
         }
-        Ok((entries, Cursor::Seq(last)))
+        Ok(Read {
+            next: Cursor::Seq(last),
+            went_back: false,
+        })
     }
 
     /// Where a new consumer starts: the lowest horizon of the registered consumers (below it
@@ -225,12 +273,12 @@ impl InvalidationLog {
         horizon: i64,
     ) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO {} (id, horizon, seen_at) VALUES ($1, $2, $3)",
-            self.consumers
+            "INSERT INTO {} (id, horizon, seen_at) VALUES ($1, $2, {})",
+            self.consumers,
+            self.now_sql()
         ))
         .bind(id.to_owned())
         .bind(horizon)
-        .bind(now_ms())
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -246,11 +294,11 @@ impl InvalidationLog {
         horizon: i64,
     ) -> Result<bool> {
         let done = sqlx::query(&format!(
-            "UPDATE {} SET horizon = $1, seen_at = $2 WHERE id = $3",
-            self.consumers
+            "UPDATE {} SET horizon = $1, seen_at = {} WHERE id = $2",
+            self.consumers,
+            self.now_sql()
         ))
         .bind(horizon)
-        .bind(now_ms())
         .bind(id.to_owned())
         .execute(&mut *conn)
         .await
@@ -262,10 +310,11 @@ impl InvalidationLog {
     /// horizon of those left; how many entries went.
     pub(crate) async fn retain(&self, conn: &mut AnyConnection, liveness_ms: i64) -> Result<u64> {
         sqlx::query(&format!(
-            "DELETE FROM {} WHERE seen_at < $1",
-            self.consumers
+            "DELETE FROM {} WHERE seen_at < {} - $1",
+            self.consumers,
+            self.now_sql()
         ))
-        .bind(now_ms().saturating_sub(liveness_ms))
+        .bind(liveness_ms)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
