@@ -25,9 +25,9 @@ pub enum AppError {
         /// What is wrong, e.g. "contains the control character U+0000".
         reason: String,
     },
-    /// 401: no valid session.
-    #[error("authentication required")]
-    Unauthorized,
+    /// 401: no valid session, and why (the detail says it).
+    #[error("{}", .0.detail())]
+    Unauthorized(Unauthenticated),
     /// 401: a login with an unknown user or a wrong password (the two answer alike).
     #[error("invalid credentials")]
     BadCredentials,
@@ -64,13 +64,70 @@ pub enum AppError {
     Internal(String),
 }
 
+/// Why a request has no authenticated user. A 401's detail says which, and none of them tells
+/// whether an account exists: each is about the token presented, which its holder knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// Neither `Authorization: Bearer …` nor the session cookie.
+    Missing,
+    /// An `Authorization` header of another scheme, or a token that is not the shape of ours.
+    Malformed,
+    /// No such session, or it has expired.
+    Unknown,
+    /// The session was revoked (a logout, a revocation, a security-version bump).
+    Revoked,
+    /// The session could not be verified: the cache could not answer, and this client network
+    /// presented too many unknown sessions recently for the database to be asked.
+    Limited,
+    /// An operations endpoint, without the operations token.
+    OperationsToken,
+}
+
+impl Unauthenticated {
+    /// What the 401 says.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Missing => {
+                "authentication required: send `Authorization: Bearer <token>` or the session \
+                 cookie"
+            }
+            Self::Malformed => {
+                "malformed credentials: the Authorization header must be `Bearer <token>` with \
+                 a session token of this service"
+            }
+            Self::Unknown => "unknown or expired session: log in again",
+            Self::Revoked => "the session was revoked: log in again",
+            Self::Limited => {
+                "the session could not be verified now: too many unknown sessions from this \
+                 network; retry later"
+            }
+            Self::OperationsToken => {
+                "this endpoint needs the operations token: `Authorization: Bearer \
+                 <DASHCACHE_OPS_TOKEN>`"
+            }
+        }
+    }
+
+    /// Its label in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Revoked => "revoked",
+            Self::Limited => "limited",
+            Self::OperationsToken => "operations_token",
+        }
+    }
+}
+
 impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unauthorized | Self::BadCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::BadCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -119,6 +176,7 @@ impl IntoResponse for AppError {
         };
         let mut response = match &self {
             Self::InvalidField { field, .. } => problem_with(status, &detail, &[("field", field)]),
+            Self::Unauthorized(why) => problem_with(status, &detail, &[("reason", why.label())]),
             _ => problem(status, &detail),
         };
         if let Self::TooManyAttempts(wait) = &self {

@@ -551,3 +551,49 @@ async fn sqlite_sql_only_changes_are_followed() {
 async fn postgres_sql_only_changes_are_followed() {
     sql_only_changes_are_followed(Database::postgres()).await;
 }
+
+/// With Redis cut off, both instances vouch for Bob's session from their memory of sessions
+/// they verified. Revoked with plain SQL, it is refused by both within Δ_db (the session's key
+/// is pending until Redis has the change, so the gate sends its lookups to the database), and
+/// the log makes each memory forget it rather than vouch for it for the rest of its minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_session_revoked_with_sql_while_redis_is_cut_off_is_refused_within_delta() {
+    let pair = Pair::start(Database::sqlite()).await;
+    let bob = pair.a.login("u2").await;
+    pair.proxy.cut();
+    for app in [&pair.a, &pair.b] {
+        for _ in 0..3 {
+            let reply = app.get("/api/v1/accounts", Some(&bob)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        }
+    }
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&pair.database.url())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sessions SET revoked_at = 1 WHERE user_id = 'u2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    for app in [&pair.a, &pair.b] {
+        loop {
+            let reply = app.get("/api/v1/accounts", Some(&bob)).await;
+            if reply.status == StatusCode::UNAUTHORIZED {
+                assert_eq!(reply.body["reason"], "revoked", "{}", reply.body);
+                break;
+            }
+            // Δ_db plus a loaded machine's slack: far below the memory's minute.
+            assert!(
+                revoked.elapsed() < DELTA_DB + Duration::from_secs(15),
+                "still served {:?} after the revocation",
+                revoked.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for app in [&pair.a, &pair.b] {
+        assert!(app.state.session_lookups().verified().is_empty());
+    }
+}

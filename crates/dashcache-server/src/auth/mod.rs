@@ -3,10 +3,12 @@
 //! A request authenticates with `Authorization: Bearer <token>` or the `session` cookie. The
 //! token is stored nowhere: the session is kept under its handle, a keyed hash of it. The
 //! [`authenticate`] middleware resolves the session — from the cache, or from the database when
-//! the cache misses or fails (re-caching it), at most so often per client network, so forged
-//! tokens cannot hammer the database — checks it against the current security versions, and
-//! puts a [`CurrentUser`] (and the rate limiter's `AuthenticatedUser`) into the request.
-//! Handlers that need a user extract [`CurrentUser`]; without one they answer 401.
+//! the cache misses (re-caching it), or from this instance's memory of sessions it verified
+//! when the cache fails; a client network that presents too many sessions the database does
+//! not have is refused before the database ([`crate::state::lookups`]) — checks it against the current
+//! security versions, and puts a [`CurrentUser`] (and the rate limiter's `AuthenticatedUser`)
+//! into the request, or records why there is none ([`Unauthenticated`]). Handlers that need a
+//! user extract [`CurrentUser`]; without one they answer 401 saying why.
 
 pub mod password;
 
@@ -17,11 +19,14 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dashcache::ratelimit::{AuthenticatedUser, client_ip, network_of};
+use dashcache::ratelimit::{AuthenticatedUser, client_ip};
 
 use crate::db::now_ms;
 use crate::error::AppError;
 use crate::state::{AppState, ServiceSession};
+
+pub use crate::error::Unauthenticated;
+use crate::state::lookups::{Outcome, SessionLookups};
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "session";
@@ -39,11 +44,15 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<CurrentUser>()
-            .cloned()
-            .ok_or(AppError::Unauthorized)
+        parts.extensions.get::<CurrentUser>().cloned().ok_or_else(|| {
+            AppError::Unauthorized(
+                parts
+                    .extensions
+                    .get::<Unauthenticated>()
+                    .copied()
+                    .unwrap_or(Unauthenticated::Missing),
+            )
+        })
     }
 }
 
@@ -65,21 +74,33 @@ pub enum AuthSource {
     Cookie,
 }
 
-/// The session token a request presents, if it looks like one (`<22>.<8>` URL-safe
-/// characters, see `SessionStore::issue`: anything else is not ours and is not looked up).
-pub fn presented_token(parts: &axum::http::HeaderMap) -> Option<String> {
-    presented(parts).map(|(token, _)| token)
+/// What a request presents as its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// Nothing: no bearer token, no session cookie.
+    Nothing,
+    /// Something that cannot be a token of ours (another scheme, another shape): it is not
+    /// looked up.
+    Malformed,
+    /// A token of our shape, and how it came.
+    Token(String, AuthSource),
 }
 
-/// The session token a request presents, and how.
-pub fn presented(parts: &axum::http::HeaderMap) -> Option<(String, AuthSource)> {
-    let bearer = parts
+/// The session a request presents. A bearer token wins over the cookie; an `Authorization`
+/// header of another scheme counts only when there is no cookie either. A token of ours is
+/// `<22>.<8>` URL-safe characters (see `SessionStore::issue`).
+pub fn presented(headers: &axum::http::HeaderMap) -> Presented {
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|v| v.to_str().ok().unwrap_or_default().trim());
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let bearer = authorization.and_then(|v| {
+        v.get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|_| v[7..].trim())
+    });
     let cookie = || {
-        parts
+        headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -88,121 +109,152 @@ pub fn presented(parts: &axum::http::HeaderMap) -> Option<(String, AuthSource)> 
             .find(|(name, _)| *name == SESSION_COOKIE)
             .map(|(_, value)| value.trim())
     };
-    bearer
-        .map(|t| (t, AuthSource::Bearer))
-        .or_else(|| cookie().map(|t| (t, AuthSource::Cookie)))
-        .filter(|(id, _)| {
-            id.len() == 31
-                && id.as_bytes()[22] == b'.'
-                && id
-                    .bytes()
-                    .enumerate()
-                    .all(|(i, b)| i == 22 || b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(|(id, source)| (id.to_owned(), source))
+    let (token, source) = match (bearer, cookie()) {
+        (Some(token), _) => (token, AuthSource::Bearer),
+        (None, Some(token)) => (token, AuthSource::Cookie),
+        (None, None) if authorization.is_some() => return Presented::Malformed,
+        (None, None) => return Presented::Nothing,
+    };
+    let ours = token.len() == 31
+        && token.as_bytes()[22] == b'.'
+        && token
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 22 || b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ours {
+        Presented::Token(token.to_owned(), source)
+    } else {
+        Presented::Malformed
+    }
 }
 
-/// Finds the live session `token` authenticates: in the cache, else in the database (and
-/// caches it again) — unless `client`'s network has looked up too many sessions the cache did
-/// not have, which only forged or stolen-and-revoked tokens do; then refuses it if a security
-/// version was bumped since it was issued.
+/// Finds the live session `token` authenticates, or says why there is none.
+///
+/// In the cache first. When the cache does not have it, in the database (and caches it again);
+/// when the cache cannot answer, in this instance's memory of sessions it verified recently,
+/// else in the database. A database lookup that finds no live session is charged to
+/// `client`'s network, and a network that failed too many is refused before the database
+/// (see [`crate::state::lookups`]). Then the session is refused if a security version was bumped since it
+/// was issued.
 ///
 /// # Errors
-/// Database errors (a cache failure only sends the lookup to the database).
+/// Database errors (a cache failure only sends the lookup elsewhere).
 pub async fn resolve_session(
     state: &AppState,
     token: &str,
     client: Option<IpAddr>,
-) -> Result<Option<ServiceSession>, AppError> {
+) -> Result<Result<ServiceSession, Unauthenticated>, AppError> {
+    let lookups = state.session_lookups();
     let handle = state.sessions().handle_of(token);
-    let cached = match state.sessions().get(&handle).await {
-        Ok(found) => found,
+    let key = state.sessions().session_key(&handle).unwrap_or_default();
+    let network = SessionLookups::network(client);
+    let (session, source) = match state.sessions().get(&handle).await {
+        Ok(Some(session)) => (session, Outcome::Cache),
+        Ok(None) => match from_database(state, &handle, &network).await? {
+            Ok(session) => (session, Outcome::Database),
+            Err(why) => return Ok(Err(refused(lookups, why))),
+        },
         Err(e) => {
-            let key = state.sessions().session_key(&handle).unwrap_or_default();
             state.session_fallbacks().record(&key, &e);
-            None
+            match lookups.verified().get(&key) {
+                Some(session) => (session, Outcome::Memory),
+                None => match from_database(state, &handle, &network).await? {
+                    Ok(session) => (session, Outcome::Database),
+                    Err(why) => return Ok(Err(refused(lookups, why))),
+                },
+            }
         }
     };
-    let session = match cached {
-        Some(s) => s,
-        None => {
-            if !lookup_allowed(state, client).await {
-                return Ok(None);
-            }
-            let Some(row) = state.db().session(&handle).await? else {
-                return Ok(None);
-            };
-            if row.revoked_at.is_some() || row.expires_at <= now_ms() {
-                return Ok(None);
-            }
+    if session.expires_at <= now_ms() {
+        lookups.verified().forget(&[&key]);
+        return Ok(Err(refused(lookups, Unauthenticated::Unknown)));
+    }
+    let current = state.security_versions(&session.user_id).await?;
+    if session.global_version < current.global || session.user_version < current.user {
+        lookups.verified().forget(&[&key]);
+        if source == Outcome::Database {
+            lookups.charge(&network).await;
+        }
+        return Ok(Err(refused(lookups, Unauthenticated::Revoked)));
+    }
+    if source == Outcome::Database {
+        lookups.verified().remember(key, session.clone());
+    }
+    lookups.count(source);
+    Ok(Ok(session))
+}
+
+/// Counts a refusal; `why`.
+fn refused(lookups: &SessionLookups, why: Unauthenticated) -> Unauthenticated {
+    lookups.count(Outcome::Refused(why));
+    why
+}
+
+/// The session with `handle` from the database, if `network` may still ask and it is live
+/// (cached again then); a lookup that finds none is charged to `network`.
+async fn from_database(
+    state: &AppState,
+    handle: &str,
+    network: &str,
+) -> Result<Result<ServiceSession, Unauthenticated>, AppError> {
+    let lookups = state.session_lookups();
+    let Some(_admitted) = lookups.admit(network).await else {
+        return Ok(Err(Unauthenticated::Limited));
+    };
+    let why = match state.db().session(handle).await? {
+        None => Unauthenticated::Unknown,
+        Some(row) if row.revoked_at.is_some() => Unauthenticated::Revoked,
+        Some(row) if row.expires_at <= now_ms() => Unauthenticated::Unknown,
+        Some(row) => {
             let session = ServiceSession::from(row);
             // Refused (a tombstone or a revocation mark) or failed: the database answered for
             // this request either way.
             let _ = state.sessions().put(&session, None).await;
-            session
+            return Ok(Ok(session));
         }
     };
-    if session.expires_at <= now_ms() {
-        return Ok(None);
-    }
-    let current = state.security_versions(&session.user_id).await?;
-    if session.global_version < current.global || session.user_version < current.user {
-        return Ok(None);
-    }
-    Ok(Some(session))
+    lookups.charge(network).await;
+    Ok(Err(why))
 }
 
-/// Whether a session lookup from `client` may reach the database now (on this instance's own
-/// buckets while the cache is down: the limit never switches off).
-async fn lookup_allowed(state: &AppState, client: Option<IpAddr>) -> bool {
-    let Some((limiter, rule)) = &state.web().session_lookups else {
-        return true;
-    };
-    let id = client.map_or_else(
-        || "ip:unknown".to_owned(),
-        |ip| format!("ip:{}", network_of(ip, 64)),
-    );
-    let allowed = match limiter.check(rule, &id).await {
-        Ok(decision) => decision.allowed,
-        Err(_) => limiter.check_locally(rule, &id).allowed,
-    };
-    if !allowed && let Some(suppressed) = state.refused_lookups().should_log() {
-        tracing::warn!(
-            client = id,
-            suppressed,
-            "session lookups from this network exceed the limit: treated as unauthenticated"
-        );
-    }
-    allowed
-}
-
-/// The middleware that resolves the presented session, if any, into a [`CurrentUser`].
+/// The middleware that resolves the presented session, if any, into a [`CurrentUser`], or
+/// records why there is none ([`Unauthenticated`], which a handler's 401 says). The
+/// operations token is not a session and is not looked up.
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some((token, source)) = presented(request.headers()) {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let client = client_ip(peer, request.headers(), &state.web().trusted_proxies);
-        match resolve_session(&state, &token, client).await {
-            Ok(Some(session)) => {
-                request
-                    .extensions_mut()
-                    .insert(AuthenticatedUser(session.user_id.clone()));
-                request.extensions_mut().insert(CurrentUser {
-                    user_id: session.user_id,
-                    session: session.id,
-                });
-                request.extensions_mut().insert(source);
-            }
-            Ok(None) => {}
-            Err(e) => return e.into_response(),
-        }
+    if state.has_ops_token(request.headers()) {
+        return next.run(request).await;
     }
+    let why = match presented(request.headers()) {
+        Presented::Nothing => Unauthenticated::Missing,
+        Presented::Malformed => Unauthenticated::Malformed,
+        Presented::Token(token, source) => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            let client = client_ip(peer, request.headers(), &state.web().trusted_proxies);
+            match resolve_session(&state, &token, client).await {
+                Ok(Ok(session)) => {
+                    request
+                        .extensions_mut()
+                        .insert(AuthenticatedUser(session.user_id.clone()));
+                    request.extensions_mut().insert(CurrentUser {
+                        user_id: session.user_id,
+                        session: session.id,
+                    });
+                    request.extensions_mut().insert(source);
+                    return next.run(request).await;
+                }
+                Ok(Err(why)) => why,
+                Err(e) => return e.into_response(),
+            }
+        }
+    };
+    request.extensions_mut().insert(why);
     next.run(request).await
 }
 

@@ -14,7 +14,7 @@ use dashcache::health::{CacheStatus, probe};
 use dashcache::hybrid::HybridStatus;
 use dashcache::metrics::Stats;
 
-use crate::auth::CurrentUser;
+use crate::auth::{CurrentUser, Unauthenticated};
 use crate::error::{AppError, problem};
 use crate::state::AppState;
 
@@ -115,12 +115,22 @@ async fn may_see_details(
     }
 }
 
-/// With an operations token configured, only its holder; without one, anyone — but only on
-/// a loopback listener (local use): on any other address, nobody.
-fn ops_only(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+/// With an operations token configured, only its holder (a user's session is not it: 403,
+/// anything else 401); without one, anyone — but only on a loopback listener (local use): on
+/// any other address, nobody.
+fn ops_only(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: Option<&CurrentUser>,
+) -> Result<(), AppError> {
     match &state.web().ops_token {
         Some(_) if state.has_ops_token(headers) => Ok(()),
-        Some(_) => Err(AppError::Unauthorized),
+        Some(_) if user.is_some() => Err(AppError::Refused(
+            "operations endpoints take the operations token (DASHCACHE_OPS_TOKEN), not a \
+             user's session"
+                .into(),
+        )),
+        Some(_) => Err(AppError::Unauthorized(Unauthenticated::OperationsToken)),
         None if state.web().loopback_only => Ok(()),
         None => Err(AppError::Refused(
             "operations endpoints need the operations token on a non-loopback listener \
@@ -131,8 +141,12 @@ fn ops_only(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 }
 
 /// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = ops_only(&state, &headers) {
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    user: Option<CurrentUser>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = ops_only(&state, &headers, user.as_ref()) {
         return e.into_response();
     }
     (
@@ -164,9 +178,10 @@ fn stats_json(s: &Stats) -> serde_json::Value {
 /// number of database queries so far.
 pub(crate) async fn stats(
     State(state): State<AppState>,
+    user: Option<CurrentUser>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    ops_only(&state, &headers)?;
+    ops_only(&state, &headers, user.as_ref())?;
     let namespaces: serde_json::Map<String, serde_json::Value> = state
         .metrics()
         .snapshot_all()

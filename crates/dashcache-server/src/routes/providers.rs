@@ -141,7 +141,7 @@ pub(crate) struct Callback {
 /// provider account to the victim, nor try again.
 pub(crate) async fn callback(
     State(state): State<AppState>,
-    user: Option<CurrentUser>,
+    user: Result<CurrentUser, AppError>,
     query: Result<Query<Callback>, QueryRejection>,
 ) -> Result<Json<Connection>, AppError> {
     let Query(cb) = query?;
@@ -158,15 +158,12 @@ pub(crate) async fn callback(
             "invalid, expired or already used state".into(),
         ));
     };
-    match &user {
-        None => return Err(AppError::Unauthorized),
-        Some(user) if user.user_id != pending.user_id => {
-            tracing::warn!(
-                "an OAuth state was presented by another user than the one who started the flow;                  it is burnt"
-            );
-            return Err(AppError::Forbidden);
-        }
-        Some(_) => {}
+    if user?.user_id != pending.user_id {
+        tracing::warn!(
+            "an OAuth state was presented by another user than the one who started the flow; \
+             it is burnt"
+        );
+        return Err(AppError::Forbidden);
     }
     // The code is exchanged for the provider's access token before anything is stored: a
     // failed exchange leaves no half-made connection.

@@ -217,6 +217,9 @@ async fn revoke_fallback(
 /// Revokes one session: in the database, and in the cache (with a tombstone).
 async fn revoke(state: &AppState, row: &SessionRow) -> Result<(), AppError> {
     state.db().revoke_session(&row.id).await?;
+    if let Ok(key) = state.sessions().session_key(&row.id) {
+        state.session_lookups().verified().forget(&[&key]);
+    }
     if let Err(e) = state.sessions().delete(&row.id).await {
         revoke_fallback(state, &row.user_id, &e).await?;
     }
@@ -273,6 +276,7 @@ pub(crate) async fn revoke_all(
     let id = check_id(&id)?;
     require_self_or(&state, &user, id, "sessions", "manage").await?;
     let revoked = state.db().revoke_sessions_of(id).await?;
+    state.session_lookups().verified().forget_user(id);
     if let Err(e) = state.sessions().revoke_all_for_user(id).await {
         revoke_fallback(&state, id, &e).await?;
     }

@@ -242,8 +242,13 @@ impl AppState {
         let mut consumer =
             Consumer::builder(log, url, follow.follower.clone()).shared(Arc::clone(&follow.shared));
         let aside = self.inner.aside.clone();
-        // A lookup that starts after a change must not join a load that read before it.
-        consumer = consumer.on_invalidate(move |keys| aside.detach(keys));
+        let verified = self.session_lookups().verified().clone();
+        // A lookup that starts after a change must not join a load that read before it, and a
+        // session changed in the database is not vouched for by this instance's memory.
+        consumer = consumer.on_invalidate(move |keys| {
+            aside.detach(keys);
+            verified.forget(keys);
+        });
         if let Some(local) = &follow.local {
             consumer = consumer.local(local.clone());
         }
@@ -252,7 +257,8 @@ impl AppState {
         if !consumer.ready(Duration::from_secs(5)).await {
             tracing::warn!(
                 status = ?consumer.status(),
-                "the invalidation log's consumer has not proven itself yet: reads of the coherent                  namespaces go to the database until it does"
+                "the invalidation log's consumer has not proven itself yet: reads of the coherent \
+                 namespaces go to the database until it does"
             );
         }
         tracing::info!(

@@ -4,6 +4,7 @@ mod cached;
 mod credentials;
 mod follow;
 mod ledger;
+pub mod lookups;
 mod permissions;
 mod provider;
 mod records;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use dashcache::aside::CacheAside;
 use dashcache::authz::PermissionCache;
 use dashcache::compress::Compressed;
-use dashcache::fallback::{BurstLog, Fallbacks};
+use dashcache::fallback::Fallbacks;
 use dashcache::hybrid::{HybridCache, HybridStatus};
 use dashcache::metrics::CacheMetrics;
 use dashcache::ratelimit::{RateLimitLayer, RateLimiter, Rule, TrustedProxies};
@@ -27,6 +28,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 pub use follow::{COHERENT_NAMESPACES, Follow, follower_for, mapping};
 pub use ledger::{MAX_PAGE, TransactionPage};
+pub use lookups::{SessionLookups, Verified};
 pub use permissions::role_allows;
 pub use provider::{ProviderAnswer, ProviderData};
 pub use records::{LoadFailure, PendingConnection, ServiceSession};
@@ -80,7 +82,7 @@ struct Inner {
     oauth: OneTimeTokens<PendingConnection>,
     permissions: PermissionCache,
     session_fallbacks: Fallbacks,
-    refused_lookups: BurstLog,
+    session_lookups: SessionLookups,
     rate_limits: RateLimitLayer,
     web: WebOptions,
     prometheus: PrometheusRecorder,
@@ -149,8 +151,8 @@ pub struct WebOptions {
     pub ops_token: Option<String>,
     /// The proxies whose forwarded client address is believed.
     pub trusted_proxies: TrustedProxies,
-    /// Session lookups that miss the cache reach the database at most this often per client
-    /// network: forged tokens cannot hammer it.
+    /// Session lookups that find no live session in the database may happen at most this
+    /// often per client network: forged tokens cannot hammer it (see [`lookups`]).
     pub session_lookups: Option<(RateLimiter, Rule)>,
     /// Failed logins per account (keyed by a hash of the id), whatever the address: see
     /// [`crate::login_account_limit`].
@@ -306,7 +308,10 @@ impl AppState {
                 oauth,
                 permissions,
                 session_fallbacks,
-                refused_lookups: BurstLog::new(),
+                session_lookups: SessionLookups::new(
+                    web.session_lookups.clone(),
+                    Verified::default(),
+                ),
                 rate_limits,
                 web,
                 prometheus,
@@ -396,10 +401,10 @@ impl AppState {
         &self.inner.session_fallbacks
     }
 
-    /// The warnings about networks whose session lookups were refused: one per burst, so a
-    /// flood of forged tokens does not flood the log too.
-    pub fn refused_lookups(&self) -> &BurstLog {
-        &self.inner.refused_lookups
+    /// Session lookups that reach the database: the per-network allowance of failures, the
+    /// verified-session memory, the counts of outcomes.
+    pub fn session_lookups(&self) -> &SessionLookups {
+        &self.inner.session_lookups
     }
 
     /// OAuth states.
@@ -443,6 +448,12 @@ impl AppState {
                 upstream.publish();
             }
             metrics::counter!("dashcache_db_queries_total").absolute(self.inner.db.queries());
+            for (outcome, n) in self.inner.session_lookups.counts() {
+                metrics::counter!("dashcache_session_lookups_total", "outcome" => outcome)
+                    .absolute(n);
+            }
+            metrics::gauge!("dashcache_verified_sessions")
+                .set(self.inner.session_lookups.verified().len() as f64);
             metrics::gauge!("dashcache_uptime_seconds").set(self.uptime().as_secs_f64());
             if let Some(log) = self.log_status() {
                 metrics::gauge!("dashcache_log_proven")

@@ -111,7 +111,7 @@ impl TestApp {
         }
     }
 
-    /// Sends a request from `peer` with an optional session and JSON body.
+    /// Sends a request with an optional session and JSON body (from the default peer).
     pub async fn send(
         &self,
         method: Method,
@@ -119,18 +119,22 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut builder = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(v) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(builder.body(body).unwrap()).await
+        self.raw(request(method, path, token, body)).await
+    }
+
+    /// Sends a request from `peer` (`ip:port`) with an optional session and JSON body.
+    pub async fn send_from(
+        &self,
+        peer: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = request(method, path, token, body);
+        let peer: SocketAddr = peer.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        self.raw(request).await
     }
 
     /// Sends a prepared request (a peer address is added when missing).
@@ -204,6 +208,22 @@ impl TestApp {
     pub fn queries(&self) -> u64 {
         self.state.db().queries()
     }
+}
+
+/// A request with an optional session (as the bearer) and JSON body.
+pub fn request(method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(v) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).unwrap()
 }
 
 /// Asserts a problem body with `status`.

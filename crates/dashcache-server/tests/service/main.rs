@@ -9,5 +9,6 @@ mod common;
 
 mod data;
 mod faults;
+mod lookups;
 mod ops;
 mod sessions;
