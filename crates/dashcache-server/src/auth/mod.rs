@@ -146,19 +146,19 @@ pub async fn resolve_session(
 ) -> Result<Result<ServiceSession, Unauthenticated>, AppError> {
     let lookups = state.session_lookups();
     let handle = state.sessions().handle_of(token);
-    let key = state.sessions().session_key(&handle).unwrap_or_default();
-    let network = SessionLookups::network(client);
+    // Built only off the cached path, which is every request's.
+    let key = || state.sessions().session_key(&handle).unwrap_or_default();
     let (session, source) = match state.sessions().get(&handle).await {
         Ok(Some(session)) => (session, Outcome::Cache),
-        Ok(None) => match from_database(state, &handle, &network).await? {
+        Ok(None) => match from_database(state, &handle, client).await? {
             Ok(session) => (session, Outcome::Database),
             Err(why) => return Ok(Err(refused(lookups, why))),
         },
         Err(e) => {
-            state.session_fallbacks().record(&key, &e);
-            match lookups.verified().get(&key) {
+            state.session_fallbacks().record(&key(), &e);
+            match lookups.verified().get(&key()) {
                 Some(session) => (session, Outcome::Memory),
-                None => match from_database(state, &handle, &network).await? {
+                None => match from_database(state, &handle, client).await? {
                     Ok(session) => (session, Outcome::Database),
                     Err(why) => return Ok(Err(refused(lookups, why))),
                 },
@@ -166,19 +166,19 @@ pub async fn resolve_session(
         }
     };
     if session.expires_at <= now_ms() {
-        lookups.verified().forget(&[&key]);
+        lookups.verified().forget(&[&key()]);
         return Ok(Err(refused(lookups, Unauthenticated::Unknown)));
     }
     let current = state.security_versions(&session.user_id).await?;
     if session.global_version < current.global || session.user_version < current.user {
-        lookups.verified().forget(&[&key]);
+        lookups.verified().forget(&[&key()]);
         if source == Outcome::Database {
-            lookups.charge(&network).await;
+            lookups.charge(&SessionLookups::network(client)).await;
         }
         return Ok(Err(refused(lookups, Unauthenticated::Revoked)));
     }
     if source == Outcome::Database {
-        lookups.verified().remember(key, session.clone());
+        lookups.verified().remember(key(), session.clone());
     }
     lookups.count(source);
     Ok(Ok(session))
@@ -190,15 +190,16 @@ fn refused(lookups: &SessionLookups, why: Unauthenticated) -> Unauthenticated {
     why
 }
 
-/// The session with `handle` from the database, if `network` may still ask and it is live
-/// (cached again then); a lookup that finds none is charged to `network`.
+/// The session with `handle` from the database, if `client`'s network may still ask and it is
+/// live (cached again then); a lookup that finds none is charged to the network.
 async fn from_database(
     state: &AppState,
     handle: &str,
-    network: &str,
+    client: Option<IpAddr>,
 ) -> Result<Result<ServiceSession, Unauthenticated>, AppError> {
     let lookups = state.session_lookups();
-    let Some(_admitted) = lookups.admit(network).await else {
+    let network = SessionLookups::network(client);
+    let Some(_admitted) = lookups.admit(&network).await else {
         return Ok(Err(Unauthenticated::Limited));
     };
     let why = match state.db().session(handle).await? {
@@ -213,7 +214,7 @@ async fn from_database(
             return Ok(Ok(session));
         }
     };
-    lookups.charge(network).await;
+    lookups.charge(&network).await;
     Ok(Err(why))
 }
 
