@@ -109,6 +109,15 @@ pub fn login_account_limit(
     Ok((limiter, rule))
 }
 
+/// Every route of the service, as (method, path pattern): what the README's route table must
+/// list (a test holds them to each other).
+pub fn route_table() -> Vec<(axum::http::Method, &'static str)> {
+    routes::endpoints()
+        .into_iter()
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
 /// The service's router over `state`: every route of the route table.
 pub fn app(state: AppState) -> Router {
     let router = routes::endpoints()

@@ -216,6 +216,16 @@ pub async fn build_state(
     }
     let state = AppState::new(db, backend, rate_limits, settings, web)?;
     state.follow_database().await?;
+    if options.demo.applies_to(&options.database_url) {
+        let given = state.stand_in_demo_credentials().await?;
+        if given > 0 {
+            tracing::info!(
+                connections = given,
+                "demo connections given stand-in provider credentials (the stand-in provider \
+                 accepts them): their balances and holdings answer"
+            );
+        }
+    }
     Ok(state)
 }
 

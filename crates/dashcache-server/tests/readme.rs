@@ -176,12 +176,26 @@ impl Drop for Service {
 
 /// One HTTP/1.1 request; the status and body.
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    http_as(port, method, path, None, body)
+}
+
+/// One HTTP/1.1 request with `token` as the bearer; the status and body.
+fn http_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let body = body.unwrap_or("");
+    let bearer = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {bearer}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;
@@ -190,6 +204,269 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16,
     let status = reply.split_whitespace().nth(1)?.parse().ok()?;
     let body = reply.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// The routes of the README's route table: every `` `METHOD /path` `` of its first column
+/// (a query string dropped).
+fn readme_routes() -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    let table = README
+        .lines()
+        .skip_while(|l| !l.starts_with("| route | pattern |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    for row in table {
+        let first = row
+            .trim_start_matches('|')
+            .split(" | ")
+            .next()
+            .unwrap_or_default();
+        for span in first.split('`').skip(1).step_by(2) {
+            if let Some((method, path)) = span.split_once(' ')
+                && ["GET", "POST", "PATCH", "DELETE"].contains(&method)
+            {
+                let path = path.split('?').next().unwrap_or(path);
+                routes.push((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+/// The README's route table lists every route of the service, each once, and nothing else.
+#[test]
+fn the_route_table_of_the_readme_is_the_services() {
+    let mut readme = readme_routes();
+    readme.sort();
+    let mut service: Vec<(String, String)> = dashcache_server::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_owned()))
+        .collect();
+    service.sort();
+    assert_eq!(readme, service);
+}
+
+/// Every route of the README's table, called as a newcomer would on a fresh `serve --demo yes`
+/// (the embedded cache, the in-process provider, production limits): each answers 2xx. The
+/// only other answer the table documents, a replayed OAuth state's 400, is checked too.
+#[test]
+fn every_route_of_the_readme_answers_on_a_fresh_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let service = Service(
+        dashcache()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/fresh.db?mode=rwc", dir.path().display()),
+                "--demo",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while http(port, "GET", "/health", None).map(|(s, _)| s) != Some(200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let login = |user: &str, password: &str| {
+        let body = format!(r#"{{"user_id":"{user}","password":"{password}"}}"#);
+        let (status, reply) = http(port, "POST", "/api/v1/sessions", Some(&body)).unwrap();
+        assert_eq!(status, 201, "{reply}");
+        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        reply["token"].as_str().unwrap().to_owned()
+    };
+    let alice = login("u1", "alice-password");
+    let other = login("u1", "alice-password");
+    let leaving = login("u1", "alice-password");
+    let mut called: Vec<(String, String)> = vec![("POST".into(), "/api/v1/sessions".into())];
+    let mut call =
+        |method: &str, route: &str, path: &str, token: Option<&str>, body: Option<&str>| {
+            let (status, reply) = http_as(port, method, path, token, body)
+                .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+            assert!(
+                (200..300).contains(&status),
+                "{method} {path}: {status} {reply}"
+            );
+            called.push((method.to_owned(), route.to_owned()));
+            serde_json::from_str::<serde_json::Value>(&reply).unwrap_or_default()
+        };
+    let a = Some(alice.as_str());
+
+    call("GET", "/health", "/health", None, None);
+    call("GET", "/metrics", "/metrics", None, None);
+    call(
+        "GET",
+        "/api/v1/cache/stats",
+        "/api/v1/cache/stats",
+        None,
+        None,
+    );
+    call(
+        "GET",
+        "/api/v1/sessions/current",
+        "/api/v1/sessions/current",
+        a,
+        None,
+    );
+    call("GET", "/api/v1/users/{id}", "/api/v1/users/u1", a, None);
+    let patch = Some(r#"{"name":"Alice A."}"#);
+    call("PATCH", "/api/v1/users/{id}", "/api/v1/users/u1", a, patch);
+    let sessions = call(
+        "GET",
+        "/api/v1/users/{id}/sessions",
+        "/api/v1/users/u1/sessions",
+        a,
+        None,
+    );
+    let other_handle = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handle"].as_str().unwrap().to_owned())
+        .find(|h| !sessions_current_is(port, &alice, h) && !sessions_current_is(port, &leaving, h))
+        .unwrap();
+    let role = Some(r#"{"role":"admin"}"#);
+    call(
+        "POST",
+        "/api/v1/users/{id}/roles",
+        "/api/v1/users/u2/roles",
+        a,
+        role,
+    );
+    call(
+        "DELETE",
+        "/api/v1/users/{id}/roles/{role}",
+        "/api/v1/users/u2/roles/admin",
+        a,
+        None,
+    );
+    call(
+        "GET",
+        "/api/v1/providers/{connection_id}",
+        "/api/v1/providers/c1",
+        a,
+        None,
+    );
+    // The demo's connections answer from the first start: no connecting needed.
+    call(
+        "GET",
+        "/api/v1/accounts/{id}/balance",
+        "/api/v1/accounts/a1/balance",
+        a,
+        None,
+    );
+    call(
+        "GET",
+        "/api/v1/accounts/{id}/holdings",
+        "/api/v1/accounts/a1/holdings",
+        a,
+        None,
+    );
+    let alias = Some(r#"{"alias":"brokerage"}"#);
+    let connect = call(
+        "POST",
+        "/api/v1/providers/{slug}/connect",
+        "/api/v1/providers/schwab/connect",
+        a,
+        alias,
+    );
+    let state = connect["state"].as_str().unwrap().to_owned();
+    let callback = format!("/api/v1/providers/callback?state={state}&code=the-code");
+    call("GET", "/api/v1/providers/callback", &callback, a, None);
+    let (replay, _) = http_as(port, "GET", &callback, a, None).unwrap();
+    assert_eq!(replay, 400, "a replayed state");
+    call(
+        "POST",
+        "/api/v1/providers/{connection_id}/refresh",
+        "/api/v1/providers/c1/refresh",
+        a,
+        None,
+    );
+    call(
+        "GET",
+        "/api/v1/accounts/{id}/balance",
+        "/api/v1/accounts/a1/balance",
+        a,
+        None,
+    );
+    call("GET", "/api/v1/accounts", "/api/v1/accounts", a, None);
+    let account = Some(r#"{"connection_id":"c1","name":"Savings","balance_cents":100}"#);
+    call("POST", "/api/v1/accounts", "/api/v1/accounts", a, account);
+    call(
+        "GET",
+        "/api/v1/accounts/{id}/transactions",
+        "/api/v1/accounts/a1/transactions?limit=10",
+        a,
+        None,
+    );
+    let transaction = Some(r#"{"amount_cents":-1250,"description":"Coffee"}"#);
+    call(
+        "POST",
+        "/api/v1/accounts/{id}/transactions",
+        "/api/v1/accounts/a1/transactions",
+        a,
+        transaction,
+    );
+    call(
+        "DELETE",
+        "/api/v1/users/{id}/sessions/{handle}",
+        &format!("/api/v1/users/u1/sessions/{other_handle}"),
+        a,
+        None,
+    );
+    call(
+        "DELETE",
+        "/api/v1/sessions/current",
+        "/api/v1/sessions/current",
+        Some(&leaving),
+        None,
+    );
+    call(
+        "POST",
+        "/api/v1/users/{id}/security/rotate",
+        "/api/v1/users/u2/security/rotate",
+        a,
+        None,
+    );
+    call(
+        "DELETE",
+        "/api/v1/users/{id}/sessions",
+        "/api/v1/users/u2/sessions",
+        a,
+        None,
+    );
+    call(
+        "POST",
+        "/api/v1/security/rotate",
+        "/api/v1/security/rotate",
+        a,
+        None,
+    );
+    drop(other);
+
+    called.sort();
+    called.dedup();
+    let mut readme = readme_routes();
+    readme.sort();
+    assert_eq!(called, readme, "every route of the table is called");
+    drop(service);
+}
+
+/// Whether `handle` is the session `token` authenticates.
+fn sessions_current_is(port: u16, token: &str, handle: &str) -> bool {
+    let (_, reply) = http_as(port, "GET", "/api/v1/sessions/current", Some(token), None).unwrap();
+    reply.contains(handle)
 }
 
 #[test]

@@ -46,8 +46,7 @@ async fn find_user(id: u64) -> Result<Option<User>, RepoError> {
     }))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::new("ex-aside", ["user"])?;
     let metrics = CacheMetrics::new(&keys);
     let backend = common::cache().await?;
@@ -98,4 +97,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     common::clean_up(backend.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

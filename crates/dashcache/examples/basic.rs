@@ -8,8 +8,7 @@ mod common;
 
 use dashcache::{Cache, CacheExt, Ttl};
 
-#[tokio::main]
-async fn main() -> dashcache::Result<()> {
+async fn run() -> dashcache::Result<()> {
     // The cache a service holds: Redis when `REDIS_URL` is set, else the embedded one.
     let cache = common::cache().await?;
 
@@ -49,4 +48,9 @@ async fn main() -> dashcache::Result<()> {
     cache.delete("ex-basic:user:123:profile").await?;
     common::clean_up(cache.as_ref(), "ex-basic").await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -15,8 +15,7 @@ fn load_users(ids: &[u64]) -> HashMap<u64, String> {
     ids.iter().map(|id| (*id, format!("user #{id}"))).collect()
 }
 
-#[tokio::main]
-async fn main() -> dashcache::Result<()> {
+async fn run() -> dashcache::Result<()> {
     let cache = common::cache().await?;
     let keys = Keys::new("ex-batch", ["user"])?;
     cache
@@ -64,4 +63,9 @@ async fn main() -> dashcache::Result<()> {
     }
     common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

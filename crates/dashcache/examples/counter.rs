@@ -24,8 +24,7 @@ async fn allow(cache: &dyn Cache, keys: &Keys, user: &str, endpoint: &str) -> bo
     }
 }
 
-#[tokio::main]
-async fn main() -> dashcache::Result<()> {
+async fn run() -> dashcache::Result<()> {
     let cache = common::cache().await?;
     let keys = Keys::new("ex-counter", ["rate_limit"])?;
     for i in 1..=7 {
@@ -34,4 +33,9 @@ async fn main() -> dashcache::Result<()> {
     }
     common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

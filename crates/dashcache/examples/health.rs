@@ -3,14 +3,15 @@
 //!
 //! `cargo run -p dashcache --example health` (try `REDIS_URL=redis://127.0.0.1:1` for a dead one).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashcache::health::{CacheStatus, probe};
 use dashcache::{Cache, CacheSettings};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Settings from the environment (and CACHE_CONFIG_FILE): every bad variable is reported at
     // once, before anything starts.
     let settings = CacheSettings::from_env()?;
@@ -29,4 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({ "status": service, "cache": report })
     );
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -7,8 +7,7 @@ mod common;
 
 use dashcache::{Keys, Ttl};
 
-#[tokio::main]
-async fn main() -> dashcache::Result<()> {
+async fn run() -> dashcache::Result<()> {
     let cache = common::cache().await?;
     let keys = Keys::builder("ex-keys")
         .namespaces(["user", "authz"])
@@ -50,4 +49,9 @@ async fn main() -> dashcache::Result<()> {
     println!("{by_email}");
     common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -17,8 +17,7 @@ struct PendingConnection {
     alias: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::new("ex-oauth", ["oauth_state"])?;
     let cache = common::cache().await?;
     let states = OneTimeTokens::new(Arc::clone(&cache), keys.clone(), "oauth_state");
@@ -48,4 +47,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -19,8 +19,7 @@ async fn evaluate(user: &str, resource: &str, action: &str) -> Result<bool, Stri
     Ok(IS_ADMIN.load(Ordering::SeqCst))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::new("ex-permissions", ["authz"])?;
     let cache = common::cache().await?;
     let permissions = PermissionCache::new(Arc::clone(&cache), keys.clone());
@@ -38,4 +37,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("after the role change: {:?}", check().await);
     common::clean_up(cache.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -20,8 +20,7 @@ use axum::routing::{get, post};
 use dashcache::Keys;
 use dashcache::ratelimit::{OnError, RateLimitLayer, RateLimiter, Rule, Scope, TrustedProxies};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::new("ex-ratelimit", ["ratelimit"])?;
     let redis = common::redis().await?;
     let limiter = match &redis {
@@ -80,4 +79,9 @@ async fn serve(app: Router) -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

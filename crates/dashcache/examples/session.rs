@@ -13,8 +13,7 @@ use dashcache::sealed::{Keyring, Sealed};
 use dashcache::session::{SessionData, SessionStore};
 use dashcache::{Cache, Keys};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Keys::new("ex-session", ["session"])?;
     let plain = common::cache().await?;
     // In production the key comes from CACHE_SEAL_KEYS (CacheSettings::keyring).
@@ -58,4 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     common::clean_up(plain.as_ref(), keys.prefix()).await?;
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::exit(run().await)
 }

@@ -12,7 +12,8 @@
 //! use std::sync::Arc;
 //! use dashcache::{Cache, CacheExt, Keys, MemoryCache, Ttl};
 //!
-//! // What a service holds: one shared handle. Swap in `RedisCache::connect(url)` in production.
+//! // What a service holds: one shared handle. In production, `RedisCache::builder(url).build()`
+//! // (it starts while Redis is down; operations fail open until it answers).
 //! let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new());
 //! let keys = Keys::new("dashtam", ["user", "authz"])?;
 //!
@@ -40,12 +41,15 @@
 //! use std::time::Duration;
 //! use dashcache::{Cache, RedisCache};
 //!
+//! // No I/O: the service starts whether or not Redis answers yet.
 //! let cache = RedisCache::builder("redis://127.0.0.1:6379")
 //!     .timeout(Duration::from_millis(250))
-//!     .connect()
-//!     .await?;
-//! let rtt = cache.ping().await?;
-//! # let _ = rtt;
+//!     .build()?;
+//! match cache.ping().await {
+//!     Ok(rtt) => println!("Redis answers in {rtt:?}"),
+//!     // Fail open: report it (health, logs) and serve from the source of truth meanwhile.
+//!     Err(e) => eprintln!("Redis is not answering yet: {e}"),
+//! }
 //! # Ok(())
 //! # }
 //! ```

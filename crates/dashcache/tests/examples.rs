@@ -39,6 +39,11 @@ fn binary(name: &str) -> PathBuf {
 }
 
 fn run(name: &str, args: &[&str], redis_url: Option<&str>) -> String {
+    run_both(name, args, redis_url).0
+}
+
+/// Runs example `name`; its stdout and stderr (it must succeed).
+fn run_both(name: &str, args: &[&str], redis_url: Option<&str>) -> (String, String) {
     let mut command = Command::new(binary(name));
     command.args(args).env_remove("REDIS_URL");
     if let Some(url) = redis_url {
@@ -46,12 +51,42 @@ fn run(name: &str, args: &[&str], redis_url: Option<&str>) -> String {
     }
     let out = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "example {name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "example {name} failed:\n{stdout}\n{stderr}"
     );
-    stdout
+    (stdout, stderr)
+}
+
+/// With `REDIS_URL` naming a Redis that is down, every example still runs, as a service
+/// would: it says which server did not answer and why, in words, never an error's `Debug`
+/// dump.
+#[test]
+fn every_example_fails_open_when_redis_is_down() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("redis://127.0.0.1:{port}");
+    for (name, args) in EXAMPLES {
+        let (stdout, stderr) = run_both(name, args, Some(&dead));
+        assert!(
+            !stderr.contains("Error {") && !stderr.contains("kind:"),
+            "{name}: {stderr}"
+        );
+        if *name == "health" {
+            assert!(stdout.contains("degraded"), "{name}: {stdout}");
+        } else {
+            assert!(
+                stderr.contains(&format!(
+                    "Redis at redis://127.0.0.1:{port} does not answer"
+                )),
+                "{name}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]

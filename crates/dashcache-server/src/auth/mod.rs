@@ -44,15 +44,19 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<CurrentUser>().cloned().ok_or_else(|| {
-            AppError::Unauthorized(
-                parts
-                    .extensions
-                    .get::<Unauthenticated>()
-                    .copied()
-                    .unwrap_or(Unauthenticated::Missing),
-            )
-        })
+        parts
+            .extensions
+            .get::<CurrentUser>()
+            .cloned()
+            .ok_or_else(|| {
+                AppError::Unauthorized(
+                    parts
+                        .extensions
+                        .get::<Unauthenticated>()
+                        .copied()
+                        .unwrap_or(Unauthenticated::Missing),
+                )
+            })
     }
 }
 

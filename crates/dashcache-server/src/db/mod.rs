@@ -21,7 +21,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 pub use model::{Account, Connection, SecurityVersions, SessionRow, Transaction, User};
-pub use seed::DEMO_USERS;
+pub use seed::{DEMO_CONNECTIONS, DEMO_USERS};
 
 /// A database failure (the service answers 500, or `unhealthy` on `/health`).
 #[derive(Debug, thiserror::Error)]

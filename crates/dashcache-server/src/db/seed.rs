@@ -23,6 +23,12 @@ pub const DEMO_USERS: [(&str, &str, &str, &str, &[&str]); 3] = [
     ),
 ];
 
+/// The demo users' provider connections: (id, user, provider, alias).
+pub const DEMO_CONNECTIONS: [(&str, &str, &str, &str); 2] = [
+    ("c1", "u1", "schwab", "brokerage"),
+    ("c2", "u2", "plaid", "checking"),
+];
+
 impl Db {
     /// Writes the demo data (users u1–u3, with [`DEMO_USERS`]' known passwords hashed by `hash`,
     /// their connections and accounts) into a database that has no user yet, and says whether
@@ -61,10 +67,7 @@ impl Db {
                     .await?;
             }
         }
-        for (id, user, provider, alias) in [
-            ("c1", "u1", "schwab", "brokerage"),
-            ("c2", "u2", "plaid", "checking"),
-        ] {
+        for (id, user, provider, alias) in DEMO_CONNECTIONS {
             sqlx::query("INSERT INTO provider_connections (id, user_id, provider, alias, status, updated_at) VALUES ($1, $2, $3, $4, 'active', $5)")
                 .bind(id)
                 .bind(user)

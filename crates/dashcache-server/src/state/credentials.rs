@@ -118,4 +118,29 @@ impl AppState {
         creds.memory.invalidate(connection);
         Ok(())
     }
+
+    /// Gives each demo connection that exists and has no credential this process can open a
+    /// stand-in one, of the form the stand-in provider accepts: a demo database's balances and
+    /// holdings then answer from its first start, and after a restart with another key (no
+    /// `CACHE_SEAL_KEYS`), under the same connection ids. How many it gave.
+    ///
+    /// # Errors
+    /// Database errors; a sealing failure.
+    pub async fn stand_in_demo_credentials(&self) -> Result<usize, AppError> {
+        let mut given = 0;
+        for (id, user, _, _) in crate::db::DEMO_CONNECTIONS {
+            let ours = self
+                .inner
+                .db
+                .connection(id)
+                .await?
+                .is_some_and(|c| c.user_id == user);
+            if ours && self.credential(id).await?.is_none() {
+                let token = SecretString::from(crate::upstream::server::access_token());
+                self.store_credential(id, &token).await?;
+                given += 1;
+            }
+        }
+        Ok(given)
+    }
 }

@@ -21,8 +21,8 @@ use std::time::Duration;
 use dashcache::fallback::BurstLog;
 use dashcache::ratelimit::{Decision, RateLimiter, Rule, network_of};
 
-use crate::error::Unauthenticated;
 use super::ServiceSession;
+use crate::error::Unauthenticated;
 
 /// Where a session lookup found its answer, counted for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,10 +177,16 @@ async fn token(State(knobs): State<Arc<Knobs>>, body: Json<TokenRequest>) -> Res
         )
             .into_response();
     }
+    Json(json!({"access_token": access_token(), "token_type": "bearer"})).into_response()
+}
+
+/// A fresh access token of the form this provider accepts (`pat_` and 48 hex digits): what
+/// it issues for a code, and what the demo's connections are given to stand in for one.
+pub fn access_token() -> String {
     let mut raw = [0u8; 24];
     rand::rng().fill(&mut raw);
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    Json(json!({"access_token": format!("pat_{token}"), "token_type": "bearer"})).into_response()
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pat_{hex}")
 }
 
 /// Whether the request carries a well-formed access token.

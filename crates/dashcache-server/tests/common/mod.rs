@@ -211,7 +211,12 @@ impl TestApp {
 }
 
 /// A request with an optional session (as the bearer) and JSON body.
-pub fn request(method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+pub fn request(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path);
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));

@@ -81,7 +81,10 @@ async fn a_redis_outage_logs_nobody_out_and_still_stops_forged_tokens() {
         statuses.keys().all(|s| *s == 200 || *s == 429),
         "{statuses:?}"
     );
-    assert!(statuses.get(&200).copied().unwrap_or(0) >= 100, "{statuses:?}");
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) >= 100,
+        "{statuses:?}"
+    );
     assert_eq!(lookups(&app, "limited"), 0);
 
     let started = Instant::now();
@@ -89,7 +92,13 @@ async fn a_redis_outage_logs_nobody_out_and_still_stops_forged_tokens() {
     let mut limited = 0;
     for i in 0..100 {
         let reply = app
-            .send_from(OFFICE, Method::GET, "/api/v1/accounts", Some(&forged(i)), None)
+            .send_from(
+                OFFICE,
+                Method::GET,
+                "/api/v1/accounts",
+                Some(&forged(i)),
+                None,
+            )
             .await;
         assert_problem(&reply, StatusCode::UNAUTHORIZED);
         if reply.body["reason"] == "limited" {
@@ -241,12 +250,21 @@ async fn a_401_says_which() {
     };
 
     assert_eq!(reason(&app.get("/api/v1/accounts", None).await), "missing");
-    assert_eq!(reason(&app.raw(with_header("Basic dTI6cHc=")).await), "malformed");
-    assert_eq!(reason(&app.get("/api/v1/accounts", Some("garbage")).await), "malformed");
+    assert_eq!(
+        reason(&app.raw(with_header("Basic dTI6cHc=")).await),
+        "malformed"
+    );
+    assert_eq!(
+        reason(&app.get("/api/v1/accounts", Some("garbage")).await),
+        "malformed"
+    );
     let unknown = app.get("/api/v1/accounts", Some(&forged(1))).await;
     assert_eq!(reason(&unknown), "unknown");
     assert!(
-        unknown.body["detail"].as_str().unwrap().contains("log in again"),
+        unknown.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("log in again"),
         "{}",
         unknown.body
     );
@@ -263,16 +281,27 @@ async fn a_401_says_which() {
         .send(Method::DELETE, "/api/v1/sessions/current", Some(&bob), None)
         .await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT);
-    assert_eq!(reason(&app.get("/api/v1/accounts", Some(&bob)).await), "revoked");
+    assert_eq!(
+        reason(&app.get("/api/v1/accounts", Some(&bob)).await),
+        "revoked"
+    );
 
     // A rotated user's sessions are revoked too.
     let carol = app.login("u3").await;
     let admin = app.login("u1").await;
     let rotate = app
-        .send(Method::POST, "/api/v1/users/u3/security/rotate", Some(&admin), None)
+        .send(
+            Method::POST,
+            "/api/v1/users/u3/security/rotate",
+            Some(&admin),
+            None,
+        )
         .await;
     assert!(rotate.status.is_success(), "{}", rotate.body);
-    assert_eq!(reason(&app.get("/api/v1/accounts", Some(&carol)).await), "revoked");
+    assert_eq!(
+        reason(&app.get("/api/v1/accounts", Some(&carol)).await),
+        "revoked"
+    );
 
     // A valid user on an operations endpoint: 403, not 401. Without anything: 401.
     let metrics = app.get("/metrics", Some(&admin)).await;
@@ -311,7 +340,10 @@ fn the_verified_session_memory_is_bounded() {
     let before = memory.len();
     memory.forget_user("user7");
     let after = memory.len();
-    assert!(after < before && after >= before - before / 50, "{before} -> {after}");
+    assert!(
+        after < before && after >= before - before / 50,
+        "{before} -> {after}"
+    );
     memory.forget(&[]);
     assert!(memory.is_empty());
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use dashcache::{Cache, MemoryCache, RedisCache};
 
-/// Redis at `REDIS_URL` (checked: it must answer), or the embedded cache.
+/// Redis at `REDIS_URL` when it answers, else the embedded cache.
 pub(crate) async fn cache() -> dashcache::Result<Arc<dyn Cache>> {
     Ok(match redis().await? {
         Some(redis) => Arc::new(redis),
@@ -18,15 +18,43 @@ pub(crate) async fn cache() -> dashcache::Result<Arc<dyn Cache>> {
     })
 }
 
-/// The Redis cache at `REDIS_URL` itself, when set (for what only Redis offers).
+/// The Redis cache at `REDIS_URL` itself, when set and answering (for what only Redis
+/// offers).
+///
+/// Built the way a service builds it: `build` makes no connection, so it starts while Redis
+/// is down (every operation then fails open, and the first that reaches Redis connects). A
+/// service would go on and serve from its source of truth; an example has nothing behind its
+/// cache, so it says why (the error's `Display`) and runs on the embedded cache instead.
 pub(crate) async fn redis() -> dashcache::Result<Option<RedisCache>> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let redis = RedisCache::connect(url).await?;
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(None);
+    };
+    let redis = RedisCache::builder(url).build()?;
+    match redis.ping().await {
+        Ok(_) => {
             println!("(on Redis at {})", redis.url());
             Ok(Some(redis))
         }
-        Err(_) => Ok(None),
+        Err(e) => {
+            eprintln!(
+                "Redis at {} does not answer ({e}). A service would start anyway and serve \
+                 from its source of truth; this example runs on the embedded cache instead.",
+                redis.url()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The exit of an example: on an error, its `Display` (what failed, and where) and a failure
+/// code — not the `Debug` dump `main` returning an error would print.
+pub(crate) fn exit<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
