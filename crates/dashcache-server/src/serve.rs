@@ -98,6 +98,18 @@ pub async fn build_state(
              users with `dashcache users create`."
         );
     }
+    let users = db.user_count().await?;
+    let database = dashcache::url::mask_url(&options.database_url);
+    if users == 0 {
+        tracing::warn!(
+            database,
+            "this database has no users: nobody can log in. Create one with `dashcache users \
+             create <id> --name … --email … --admin --database-url <this URL>` (or start with \
+             --demo yes for demo users)"
+        );
+    } else {
+        tracing::info!(database, users, "database");
+    }
     let keys = keys_for(&settings)?;
     // The namespaces whose truth is in the database follow its invalidation log (an
     // in-memory database has no log another connection could read).
@@ -116,7 +128,13 @@ pub async fn build_state(
                 Ok(version) => tracing::info!(version, url = redis.url(), "Redis server"),
                 // Too old (or a refused password): one clear error at start, not failures
                 // later.
-                Err(e) if e.kind() == dashcache::ErrorKind::Misconfigured => return Err(e.into()),
+                Err(e) if e.kind() == dashcache::ErrorKind::Misconfigured => {
+                    return Err(format!(
+                        "cannot use the Redis at {} (REDIS_URL or --redis-url): {e}",
+                        redis.url()
+                    )
+                    .into());
+                }
                 // Unreachable: served degraded (reported below); the first ping that reaches
                 // it checks the version.
                 Err(_) => {}
@@ -177,9 +195,15 @@ pub async fn build_state(
         }
     };
     let report = probe(backend.cache.as_ref(), std::time::Duration::from_millis(50)).await;
+    let cache_url = settings
+        .redis_url
+        .as_deref()
+        .map(dashcache::url::mask_url)
+        .unwrap_or_default();
     match report.status {
         CacheStatus::Down => tracing::error!(
             backend = backend.name,
+            url = cache_url,
             error = report.detail.as_deref().unwrap_or_default(),
             "THE CACHE IS UNREACHABLE: serving from the database only (degraded) until it answers"
         ),
@@ -256,7 +280,17 @@ fn gated(
 /// # Errors
 /// When the address cannot be bound.
 pub async fn run(options: ServeOptions, state: AppState) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                ": another process listens there; stop it, or pick another address with \
+                 --listen"
+            } else {
+                ""
+            };
+            format!("cannot listen on {}: {e}{hint}", options.listen)
+        })?;
     serve_on(listener, state, shutdown_signal()).await
 }
 

@@ -723,3 +723,228 @@ fn warm_loads_users_and_account_lists_then_finds_them_cached() {
     let (ok, out, _) = dashcache(&["keys", "stats"], &env);
     assert!(ok && out.contains("user"), "{out}");
 }
+
+/// A loopback port nothing listens on.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh SQLite URL in `dir`.
+fn sqlite_in(dir: &tempfile::TempDir, name: &str) -> String {
+    format!("sqlite://{}?mode=rwc", dir.path().join(name).display())
+}
+
+/// Every CLI command whose work did not happen exits non-zero, and says why in its last line:
+/// `load` against nothing and with a token that is not a session, `warm` without a shared
+/// cache and with the cache down. (`bench`'s failures: `bench_prints_both_sides_and_a_ratio`.)
+#[test]
+fn failed_commands_exit_non_zero_and_say_why() {
+    // load: nothing listens.
+    let port = dead_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let load = |base: &str, token: &str| {
+        dashcache(
+            &[
+                "load",
+                "--url",
+                base,
+                "--path",
+                "/api/v1/accounts",
+                "--duration-secs",
+                "1",
+                "--concurrency",
+                "2",
+            ],
+            &[("DASHCACHE_TOKEN", token)],
+        )
+    };
+    let (ok, _, err) = load(&base, "x");
+    assert!(!ok);
+    assert!(
+        err.contains("no request succeeded") && err.contains(&format!("cannot reach {base}")),
+        "{err}"
+    );
+
+    // load: a logged-out token gets only 401s; the first one is shown.
+    let dir = tempfile::tempdir().unwrap();
+    let database = sqlite_in(&dir, "load.db");
+    let service = serve(&[], &["--database-url", &database, "--demo", "yes"]);
+    let token = "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAA";
+    let (ok, _, err) = load(&format!("http://{}", service.listen), token);
+    assert!(!ok);
+    assert!(
+        err.contains("no request succeeded") && err.contains("401"),
+        "{err}"
+    );
+    drop(service);
+
+    // warm: no shared cache to fill.
+    let args = ["warm", "--database-url", &database];
+    let (ok, _, err) = dashcache(&args, &[]);
+    assert!(!ok);
+    assert!(err.contains("REDIS_URL"), "{err}");
+    // warm: the cache is down.
+    let url = format!("redis://127.0.0.1:{}", dead_port());
+    let (ok, _, err) = dashcache(&args, &[("REDIS_URL", &url)]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("the cache at {url} is unreachable")),
+        "{err}"
+    );
+}
+
+/// `serve` refuses to start, naming the address or the setting and what to try, when its port
+/// is taken, when `REDIS_URL` names a server that is not Redis or refuses the password (said
+/// once, with no Sentinel hint on a plain URL), and when the database is down; `users create`
+/// and `serve` say which database they use.
+#[test]
+fn start_failures_name_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = sqlite_in(&dir, "start.db");
+    let start = |env: &[(&str, &str)], listen: &str, database: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dashcache"));
+        cmd.args(["serve", "--listen", listen, "--database-url", database])
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Each of these stops the process by itself: no kill needed.
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (ok, err) = start(&[], &listen, &database);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot listen on {listen}")) && err.contains("--listen"),
+        "{err}"
+    );
+    // It said which database it had opened, and that nobody can log in yet.
+    assert!(err.contains("this database has no users"), "{err}");
+    drop(taken);
+
+    // Something that answers, but not in Redis's protocol.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_url = format!("redis://{}", http.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut socket in http.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            let _ = socket.read(&mut buf);
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>");
+        }
+    });
+    let free = format!("127.0.0.1:{}", dead_port());
+    let (ok, err) = start(&[("REDIS_URL", &http_url)], &free, &database);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot use the Redis at {http_url}"))
+            && err.contains("not Redis's protocol"),
+        "{err}"
+    );
+
+    // A wrong password: the final line names the server; no Sentinel hint, no password.
+    let redis = RedisServer::start_with_args(&["--requirepass", "the-right-one"]);
+    let wrong = format!("redis://:not-the-one@127.0.0.1:{}", redis.port());
+    let (ok, err) = start(&[("REDIS_URL", &wrong)], &free, &database);
+    assert!(!ok);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!(
+            "cannot use the Redis at redis://:***@127.0.0.1:{}",
+            redis.port()
+        )) && last.contains("password in the URL"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("SENTINEL") && !err.contains("not-the-one"),
+        "{err}"
+    );
+
+    // The database is down.
+    let postgres = format!("postgres://dashcache:pw@127.0.0.1:{}/app", dead_port());
+    let (ok, err) = start(&[], &free, &postgres);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach the database at postgres://dashcache:***@127.0.0.1:")
+            && err.contains("DATABASE_URL")
+            && !err.contains(":pw@"),
+        "{err}"
+    );
+
+    // users create says where the user went.
+    let (ok, out, err) = dashcache(
+        &[
+            "users",
+            "create",
+            "someone",
+            "--name",
+            "Some One",
+            "--email",
+            "someone@example.com",
+            "--database-url",
+            &database,
+        ],
+        &[("DASHCACHE_PASSWORD", "a long enough password")],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("in {database}")), "{out}");
+}
+
+/// A pattern delete stays inside this service's prefix: `*` is refused without
+/// `--all-prefixes`; `<prefix>:*` deletes this service's keys and not another application's
+/// on the same Redis; the dry run counts by namespace.
+#[test]
+fn pattern_deletes_leave_other_applications_keys_alone() {
+    let server = RedisServer::start();
+    raw(
+        &server,
+        &[
+            "MSET",
+            "dashcache:user:1",
+            "v",
+            "dashcache:session:id:x",
+            "v",
+            "billing:invoice:1",
+            "theirs",
+            "billing:user:1",
+            "theirs",
+        ]
+        .map(str::to_owned),
+    );
+    let url = server.url();
+    let env = [("REDIS_URL", url.as_str())];
+    for pattern in ["*", "*:user:*", "billing:*"] {
+        let (ok, _, err) = dashcache(&["keys", "delete-pattern", pattern], &env);
+        assert!(!ok, "{pattern}");
+        assert!(err.contains("--all-prefixes"), "{pattern}: {err}");
+    }
+    let (ok, out, err) = dashcache(
+        &["keys", "delete-pattern", "*", "--dry-run", "--all-prefixes"],
+        &env,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("4 keys match"), "{out}");
+    let (ok, out, err) = dashcache(
+        &["keys", "delete-pattern", "dashcache:*", "--dry-run"],
+        &env,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("2 keys match"), "{out}");
+    let (ok, out, err) = dashcache(&["keys", "delete-pattern", "dashcache:*"], &env);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted 2 keys"), "{out}");
+    let mut left: Vec<String> = query(&server, &["KEYS", "*"]);
+    left.sort();
+    assert_eq!(left, ["billing:invoice:1", "billing:user:1"]);
+}

@@ -239,8 +239,37 @@ async fn wrong_password_is_reported_not_hidden() {
         err.kind() == ErrorKind::Misconfigured && err.to_string().contains("authentication"),
         "{err}"
     );
+    // A plain URL's failure points at the URL, not at the settings of a Sentinel set.
+    assert!(err.to_string().contains("password in the URL"), "{err}");
+    assert!(!err.to_string().contains("SENTINEL"), "{err}");
     let ok = RedisCache::connect(format!("redis://:right@127.0.0.1:{}", server.port())).await;
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// A URL that names a server which is not Redis (here an HTTP one) is a configuration error
+/// that says so in a sentence, not the protocol parser's list of unexpected bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_redis_is_named_as_such() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n<html>")
+                    .await;
+            });
+        }
+    });
+    let err = RedisCache::connect(format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Misconfigured, "{err}");
+    assert!(err.to_string().contains("not Redis's protocol"), "{err}");
+    assert!(!err.to_string().contains("Unexpected"), "{err}");
 }
 
 /// Regression: a wrong password was a `Backend` error, which the breaker counted as an answer,

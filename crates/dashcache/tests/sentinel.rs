@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dashcache::{Cache, RedisCache, Ttl};
+use dashcache::{Cache, ErrorKind, RedisCache, Ttl};
 use dashcache_testkit::RedisSentinels;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +195,9 @@ async fn sentinels_that_require_a_password_are_asked_with_their_credentials() {
     let e = refused.ping().await.unwrap_err();
     eprintln!("no credentials: {:?}: {e}", e.kind());
     assert!(!e.to_string().contains("sentinel-secret"), "{e}");
+    // It names the sentinels' own settings, not the URL's.
+    assert_eq!(e.kind(), ErrorKind::Misconfigured);
+    assert!(e.to_string().contains("CACHE_SENTINEL_PASSWORD"), "{e}");
     // A wrong password neither.
     let wrong = RedisCache::builder(set.url())
         .timeout(Duration::from_millis(500))
@@ -204,6 +207,7 @@ async fn sentinels_that_require_a_password_are_asked_with_their_credentials() {
     let e = wrong.ping().await.unwrap_err();
     eprintln!("wrong password: {:?}: {e}", e.kind());
     assert!(!e.to_string().contains("not-it"), "{e}");
+    assert!(e.to_string().contains("CACHE_SENTINEL_PASSWORD"), "{e}");
     // With it, the cache works, and the password shows in no description of it.
     let builder = RedisCache::builder(set.url()).sentinel_credentials(None, "sentinel-secret");
     assert!(!format!("{builder:?}").contains("sentinel-secret"));

@@ -55,24 +55,50 @@ pub async fn check(database_url: Option<String>, ping: bool) -> Result<String, C
         };
         let report = probe(cache.as_ref(), Duration::from_millis(50)).await;
         out.push_str(&format!("\ncache: {}", serde_json::to_string(&report)?));
-        let answered = match crate::db::Db::inspect(&service.database_url.value).await {
-            Ok(db) => db.ping().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match answered {
-            Ok(rtt) => out.push_str(&format!(
-                "\ndatabase: up at {shown} ({:.2} ms)",
-                rtt.as_secs_f64() * 1e3
+        let url = &service.database_url.value;
+        match sqlite_file(url) {
+            // Not an error: serve creates it (and this command writes nothing).
+            Some(path) if !path.exists() => out.push_str(&format!(
+                "\ndatabase: {shown} does not exist yet: `dashcache serve` creates it"
             )),
-            Err(e) => {
-                return Err(format!("{out}\nthe database at {shown} does not answer: {e}").into());
-            }
+            _ => match crate::db::Db::inspect(url).await {
+                Ok(db) => match db.ping().await {
+                    Ok(rtt) => out.push_str(&format!(
+                        "\ndatabase: up at {shown} ({:.2} ms)",
+                        rtt.as_secs_f64() * 1e3
+                    )),
+                    Err(e) => {
+                        return Err(
+                            format!("{out}\nthe database at {shown} does not answer: {e}").into(),
+                        );
+                    }
+                },
+                // It names the database and the setting.
+                Err(e) => return Err(format!("{out}\n{e}").into()),
+            },
         }
         if !report.is_available() {
-            return Err(format!("{out}\nthe cache does not answer").into());
+            let cache = settings
+                .redis_url
+                .as_deref()
+                .map_or_else(|| "the embedded cache".to_owned(), dashcache::url::mask_url);
+            return Err(format!(
+                "{out}\nthe cache at {cache} (REDIS_URL) does not answer: {}",
+                report.detail.as_deref().unwrap_or("no detail")
+            )
+            .into());
         }
     }
     Ok(out)
+}
+
+/// The file a `sqlite:` URL names (`None` for other databases and in-memory SQLite).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
 
 /// `VARIABLE=value` lines of the cache settings, each with where its value came from: the

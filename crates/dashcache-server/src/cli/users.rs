@@ -71,11 +71,13 @@ pub async fn create(database_url: &str, user: NewUser) -> Result<String, CliErro
                 e.into()
             }
         })?;
+    // Which database: a DATABASE_URL not exported sends the user into the default SQLite file.
+    let shown = dashcache::url::mask_url(database_url);
     if !created {
-        return Err(format!("a user {} already exists", record.id).into());
+        return Err(format!("a user {} already exists in {shown}", record.id).into());
     }
     Ok(format!(
-        "created {} ({})",
+        "created {} ({}) in {shown}",
         record.id,
         record.roles.join(", ")
     ))

@@ -40,6 +40,19 @@ impl DbError {
 #[error("database migration: {0}")]
 pub struct MigrateError(#[from] sqlx::migrate::MigrateError);
 
+/// The database could not be reached at start: where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot reach the database at {url} (DATABASE_URL or --database-url): {cause}. Is the \
+     server running, and the URL right?"
+)]
+pub struct ConnectError {
+    /// The URL, masked.
+    url: String,
+    /// What the driver said.
+    cause: String,
+}
+
 pub(crate) type DbResult<T> = Result<T, DbError>;
 
 /// The database handle (cheap to clone).
@@ -58,6 +71,20 @@ struct DbUrl(Arc<str>);
 impl std::fmt::Debug for DbUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&dashcache::url::mask_url(&self.0))
+    }
+}
+
+/// Why a pool could not open: a pool that timed out says only that, so one connection is tried
+/// for the driver's own reason (a refused connection, a wrong password, no such database).
+async fn connect_cause(url: &str, e: sqlx::Error) -> String {
+    use sqlx::Connection as _;
+    if !matches!(e, sqlx::Error::PoolTimedOut) {
+        return e.to_string();
+    }
+    match tokio::time::timeout(Duration::from_secs(5), sqlx::AnyConnection::connect(url)).await {
+        Ok(Err(cause)) => cause.to_string(),
+        Ok(Ok(_)) => "it accepts connections only now (it was starting?)".to_owned(),
+        Err(_) => "no answer within 10 s".to_owned(),
     }
 }
 
@@ -94,7 +121,7 @@ impl Db {
         Ok(Self::open(&read_only).await?)
     }
 
-    async fn open(url: &str) -> Result<Self, DbError> {
+    async fn open(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         sqlx::any::install_default_drivers();
         let postgres = url.starts_with("postgres");
         // Each connection to an in-memory SQLite database is a database of its own: one
@@ -104,16 +131,27 @@ impl Db {
             (false, true) => 1,
             (false, false) => 8,
         };
-        let pool = AnyPoolOptions::new()
+        let pool = match AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
-            .await?;
+            .await
+        {
+            Ok(pool) => pool,
+            Err(e) => {
+                return Err(ConnectError {
+                    url: dashcache::url::mask_url(url),
+                    cause: connect_cause(url, e).await,
+                }
+                .into());
+            }
+        };
         if !postgres && !url.contains("mode=ro") {
             // Readers do not wait for the writer, and a busy database waits instead of failing.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
-                .await?;
+                .await
+                .map_err(DbError)?;
         }
         Ok(Self {
             pool,

@@ -7,7 +7,23 @@ use crate::error::{Error, ErrorKind};
 /// Classifies a `redis` error, keeping it as the source.
 pub(crate) fn error(e: RedisError) -> Error {
     let (kind, message) = classify(&e);
+    if message == NOT_REDIS {
+        // The parser's own account is a list of the bytes it did not expect: noise.
+        return Error::new(kind, message);
+    }
     Error::new(kind, message).with_source(e)
+}
+
+/// What a server that is not Redis gets said of it.
+const NOT_REDIS: &str =
+    "the server's answer is not Redis's protocol: is the URL pointing at a Redis server?";
+
+/// What the sentinel client puts in an authentication failure of a sentinel (not of a data
+/// node), so its message can name the sentinels' own settings.
+pub(crate) const SENTINELS_REFUSED: &str = "a sentinel refused the credentials";
+
+fn is_auth(e: &RedisError) -> bool {
+    e.kind() == RedisKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 fn classify(e: &RedisError) -> (ErrorKind, &'static str) {
@@ -46,16 +62,24 @@ fn classify(e: &RedisError) -> (ErrorKind, &'static str) {
             ErrorKind::InvalidArgument,
             "the Redis client configuration is invalid",
         ),
+        _ if is_auth(e) && e.to_string().contains(SENTINELS_REFUSED) => (
+            ErrorKind::Misconfigured,
+            "the sentinels refused the credentials: check CACHE_SENTINEL_USERNAME and \
+             CACHE_SENTINEL_PASSWORD (the sentinels' own, not the data nodes')",
+        ),
         RedisKind::AuthenticationFailed => (
             ErrorKind::Misconfigured,
-            "authentication to Redis failed: check the URL's credentials (for a Sentinel set's \
-             sentinels: CACHE_SENTINEL_PASSWORD)",
+            "authentication to Redis failed: check the user and password in the URL",
         ),
-        _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => (
+        _ if is_auth(e) => (
             ErrorKind::Misconfigured,
-            "Redis requires other credentials: check the URL's user and password (for a Sentinel \
-             set's sentinels: CACHE_SENTINEL_PASSWORD)",
+            "Redis requires other credentials: check the user and password in the URL",
         ),
+        // Something answered, but not in Redis's protocol: an HTTP server, a database.
+        RedisKind::Parse => (ErrorKind::Misconfigured, NOT_REDIS),
+        RedisKind::UnexpectedReturnType if e.to_string().contains("Parse error") => {
+            (ErrorKind::Misconfigured, NOT_REDIS)
+        }
         RedisKind::Server(ServerErrorKind::NoPerm) => (
             ErrorKind::Misconfigured,
             "the Redis user lacks a permission this cache needs: check its ACL",

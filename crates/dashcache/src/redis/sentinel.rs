@@ -281,7 +281,18 @@ impl SentinelRouter {
                 let reply = tokio::time::timeout(timeout, cmd.query_async(&mut sentinel))
                     .await
                     .map_err(|_| RedisError::from((ErrorKind::Io, "a sentinel timed out")))?;
-                let addr: Option<(String, u16)> = reply?;
+                let addr: Option<(String, u16)> = reply.map_err(|e| {
+                    if e.kind() == ErrorKind::AuthenticationFailed
+                        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+                    {
+                        RedisError::from((
+                            ErrorKind::AuthenticationFailed,
+                            super::convert::SENTINELS_REFUSED,
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
                 addr.ok_or_else(|| {
                     RedisError::from((
                         ErrorKind::Server(ServerErrorKind::MasterDown),
