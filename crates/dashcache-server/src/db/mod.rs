@@ -118,7 +118,7 @@ impl Db {
     /// When the database cannot be reached.
     pub async fn inspect(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let read_only = url.replace("mode=rwc", "mode=ro");
-        Ok(Self::open(&read_only).await?)
+        Self::open(&read_only).await
     }
 
     async fn open(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
