@@ -540,6 +540,20 @@ async fn sql_only_changes_are_followed(database: Database) {
         stop_all(&stop, tasks).await;
         truncated.assert_clean();
     }
+    // What the consumers did is in /metrics, each family described.
+    pair.settled().await;
+    let metrics = pair.a.state.render_metrics();
+    dashcache_testkit::prometheus::check_text_format(&metrics)
+        .unwrap_or_else(|e| panic!("{e}\n{metrics}"));
+    dashcache_testkit::prometheus::check_described(&metrics)
+        .unwrap_or_else(|e| panic!("{e}\n{metrics}"));
+    for needle in [
+        "dashcache_log_proven 1",
+        "dashcache_log_entries_total",
+        "dashcache_log_queued 0",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

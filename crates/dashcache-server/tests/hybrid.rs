@@ -228,6 +228,7 @@ async fn health_and_stats_show_l1_and_turning_it_off_leaves_plain_redis() {
     );
     let metrics = a.get("/metrics", None).await;
     let text = metrics.body.as_str().unwrap();
+    dashcache_testkit::prometheus::check_described(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for name in [
         "dashcache_cache_l1_hits_total",
         "dashcache_l1_serving 1",

@@ -121,6 +121,8 @@ async fn a_hit_makes_no_upstream_call_and_a_refresh_forgets() {
     assert_eq!(s.upstream.knobs.calls().balance, 2);
     // Calls are counted by route in /metrics.
     let metrics = s.app.state.render_metrics();
+    dashcache_testkit::prometheus::check_described(&metrics)
+        .unwrap_or_else(|e| panic!("{e}\n{metrics}"));
     assert!(
         metrics.contains("dashcache_upstream_calls_total{route=\"balance\",outcome=\"ok\"} 2"),
         "{metrics}"
@@ -343,4 +345,60 @@ async fn provider_credentials_never_reach_redis_or_the_database_in_clear() {
     // And the in-memory copy is redacted in Debug.
     let credential = s.app.state.credential("c2").await.unwrap().unwrap();
     assert!(!format!("{credential:?}").contains("pat_"));
+}
+
+/// `POST /_admin/knobs` over HTTP; the status, content type and body.
+async fn post_knobs(upstream: &RunningUpstream, body: &str) -> (u16, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(upstream.addr).await.unwrap();
+    let request = format!(
+        "POST /_admin/knobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, content_type, serde_json::from_str(body).unwrap())
+}
+
+/// The stand-in's knobs change one at a time (the others keep their value), and a bad change
+/// is a problem, not a text/plain 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_knobs_change_one_at_a_time() {
+    let upstream = RunningUpstream::start(
+        "127.0.0.1:0".parse().unwrap(),
+        KnobSettings {
+            latency_ms: 7,
+            ..KnobSettings::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = post_knobs(&upstream, r#"{"down": true}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"latency_ms": 7, "error_rate": 0.0, "down": true})
+    );
+    let (status, _, body) = post_knobs(&upstream, r#"{"error_rate": 0.5}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"latency_ms": 7, "error_rate": 0.5, "down": true})
+    );
+    for bad in [r#"{"error_rate": 2}"#, r#"{"latency": 1}"#, "not json"] {
+        let (status, content_type, body) = post_knobs(&upstream, bad).await;
+        assert!((400..500).contains(&status), "{bad}: {status}");
+        assert_eq!(content_type, "application/problem+json", "{bad}");
+        assert_eq!(body["status"], status, "{bad}");
+    }
+    assert_eq!(upstream.knobs.settings().latency_ms, 7);
 }

@@ -1,10 +1,34 @@
 //! [`check_text_format`]: the rules of the Prometheus text exposition format (0.0.4) that a
-//! scraper enforces, for tests of `/metrics`.
+//! scraper enforces, for tests of `/metrics`; [`check_described`]: every family says what it
+//! counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A sample: its metric name, its labels in order, its value.
 type Sample = (String, Vec<(String, String)>, f64);
+
+/// Checks that every family `text` declares with `# TYPE` also has a `# HELP`, so an operator
+/// reading `/metrics` needs no source code to know what a number counts.
+///
+/// # Errors
+/// The first family without a `# HELP`.
+pub fn check_described(text: &str) -> Result<(), String> {
+    let described: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split(' ').next())
+            && !described.contains(name)
+        {
+            return Err(format!("{name} has a # TYPE but no # HELP"));
+        }
+    }
+    Ok(())
+}
 
 /// Checks `text` as Prometheus would parse it:
 ///

@@ -342,35 +342,84 @@ impl CacheMetrics {
         for (name, slot) in self.inner.names.iter().zip(self.inner.slots.iter()) {
             let stats = slot.stats();
             let ns = name.clone();
-            for (metric, value) in [
-                ("dashcache_cache_hits_total", stats.hits),
-                ("dashcache_cache_misses_total", stats.misses),
-                ("dashcache_cache_stale_total", stats.stale),
-                ("dashcache_cache_bypassed_total", stats.bypassed),
-                ("dashcache_cache_errors_total", stats.errors),
-                ("dashcache_cache_l1_hits_total", stats.l1_hits),
-                ("dashcache_cache_l2_hits_total", stats.l2_hits),
-                ("dashcache_cache_invalidations_total", stats.invalidations),
-                ("dashcache_cache_l1_bypassed_total", stats.l1_bypassed),
+            for (metric, help, value) in [
+                (
+                    "dashcache_cache_hits_total",
+                    "Reads answered by the cache.",
+                    stats.hits,
+                ),
+                (
+                    "dashcache_cache_misses_total",
+                    "Reads the cache did not have.",
+                    stats.misses,
+                ),
+                (
+                    "dashcache_cache_stale_total",
+                    "Stale values served while the source failed or was slow.",
+                    stats.stale,
+                ),
+                (
+                    "dashcache_cache_bypassed_total",
+                    "Operations that went to the source because the cache failed.",
+                    stats.bypassed,
+                ),
+                (
+                    "dashcache_cache_errors_total",
+                    "Cache operations that failed.",
+                    stats.errors,
+                ),
+                (
+                    "dashcache_cache_l1_hits_total",
+                    "Reads a hybrid cache answered from its in-process L1.",
+                    stats.l1_hits,
+                ),
+                (
+                    "dashcache_cache_l2_hits_total",
+                    "Reads a hybrid cache answered from Redis.",
+                    stats.l2_hits,
+                ),
+                (
+                    "dashcache_cache_invalidations_total",
+                    "L1 entries dropped on an invalidation from Redis.",
+                    stats.invalidations,
+                ),
+                (
+                    "dashcache_cache_l1_bypassed_total",
+                    "Reads a hybrid cache sent to Redis because L1 could not prove itself fresh.",
+                    stats.l1_bypassed,
+                ),
                 (
                     "dashcache_cache_fills_committed_total",
+                    "Cache-aside fills stored.",
                     stats.fills_committed,
                 ),
-                ("dashcache_cache_fills_rejected_total", stats.fills_rejected),
-                ("dashcache_cache_leases_won_total", stats.leases_won),
+                (
+                    "dashcache_cache_fills_rejected_total",
+                    "Cache-aside fills refused because the key was invalidated during the load.",
+                    stats.fills_rejected,
+                ),
+                (
+                    "dashcache_cache_leases_won_total",
+                    "Loads this process ran under a lease (across processes).",
+                    stats.leases_won,
+                ),
                 (
                     "dashcache_cache_waits_satisfied_total",
+                    "Lookups that waited on another's load and got its value.",
                     stats.waits_satisfied,
                 ),
                 (
                     "dashcache_cache_waits_timed_out_total",
+                    "Lookups that waited on another's load and gave up.",
                     stats.waits_timed_out,
                 ),
                 (
                     "dashcache_cache_refreshed_ahead_total",
+                    "Values refreshed before they expired.",
                     stats.refreshed_ahead,
                 ),
             ] {
+                metrics::describe_counter!(metric, help);
                 metrics::counter!(metric, "namespace" => ns.clone()).absolute(value);
             }
         }

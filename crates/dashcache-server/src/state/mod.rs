@@ -447,35 +447,118 @@ impl AppState {
             if let Some(upstream) = &self.inner.web.upstream {
                 upstream.publish();
             }
-            metrics::counter!("dashcache_db_queries_total").absolute(self.inner.db.queries());
+            // Each family is described where it is set, so `# HELP` cannot drift from the value.
+            let counter = |name: &'static str, help: &'static str, value: u64| {
+                metrics::describe_counter!(name, help);
+                metrics::counter!(name).absolute(value);
+            };
+            let gauge = |name: &'static str, help: &'static str, value: f64| {
+                metrics::describe_gauge!(name, help);
+                metrics::gauge!(name).set(value);
+            };
+            counter(
+                "dashcache_db_queries_total",
+                "Queries sent to the database.",
+                self.inner.db.queries(),
+            );
+            metrics::describe_counter!(
+                "dashcache_session_lookups_total",
+                "Session lookups that left the cache, by outcome (limited: refused before the database)."
+            );
             for (outcome, n) in self.inner.session_lookups.counts() {
                 metrics::counter!("dashcache_session_lookups_total", "outcome" => outcome)
                     .absolute(n);
             }
-            metrics::gauge!("dashcache_verified_sessions")
-                .set(self.inner.session_lookups.verified().len() as f64);
-            metrics::gauge!("dashcache_uptime_seconds").set(self.uptime().as_secs_f64());
+            gauge(
+                "dashcache_verified_sessions",
+                "Sessions this instance verified recently and answers for while the cache cannot.",
+                self.inner.session_lookups.verified().len() as f64,
+            );
+            gauge(
+                "dashcache_uptime_seconds",
+                "Seconds since the service started.",
+                self.uptime().as_secs_f64(),
+            );
             if let Some(log) = self.log_status() {
-                metrics::gauge!("dashcache_log_proven")
-                    .set(f64::from(u8::from(log.follower.proven)));
+                gauge(
+                    "dashcache_log_proven",
+                    "1 while coherent namespaces are answered from the cache (the consumer is proven caught up).",
+                    f64::from(u8::from(log.follower.proven)),
+                );
                 if let Some(age) = log.follower.proven_ago {
-                    metrics::gauge!("dashcache_log_proof_age_seconds").set(age.as_secs_f64());
+                    gauge(
+                        "dashcache_log_proof_age_seconds",
+                        "Seconds since the consumer's last proof.",
+                        age.as_secs_f64(),
+                    );
                 }
-                metrics::counter!("dashcache_log_entries_total").absolute(log.entries);
-                metrics::counter!("dashcache_log_applied_total").absolute(log.applied);
-                metrics::counter!("dashcache_log_redis_writes_total").absolute(log.written);
-                metrics::counter!("dashcache_log_retries_total").absolute(log.retries);
-                metrics::counter!("dashcache_log_sweeps_total").absolute(log.sweeps);
-                metrics::gauge!("dashcache_log_queued").set(log.queued as f64);
-                metrics::gauge!("dashcache_log_pending_keys").set(log.follower.pending as f64);
+                counter(
+                    "dashcache_log_entries_total",
+                    "Invalidation log entries read and applied to this process.",
+                    log.entries,
+                );
+                counter(
+                    "dashcache_log_applied_total",
+                    "Invalidation targets applied to the shared cache (written or found applied).",
+                    log.applied,
+                );
+                counter(
+                    "dashcache_log_redis_writes_total",
+                    "Invalidation targets this instance wrote to the shared cache.",
+                    log.written,
+                );
+                counter(
+                    "dashcache_log_retries_total",
+                    "Attempts to apply an invalidation target that failed and were retried.",
+                    log.retries,
+                );
+                counter(
+                    "dashcache_log_sweeps_total",
+                    "Sweeps of the coherent namespaces from the shared cache (a dropped backlog, a consumer that fell behind, a first consumer).",
+                    log.sweeps,
+                );
+                gauge(
+                    "dashcache_log_queued",
+                    "Invalidation targets waiting for the shared cache.",
+                    log.queued as f64,
+                );
+                gauge(
+                    "dashcache_log_pending_keys",
+                    "Keys whose invalidation has not reached the shared cache yet.",
+                    log.follower.pending as f64,
+                );
             }
             if let Some(l1) = self.l1_status() {
-                metrics::gauge!("dashcache_l1_serving").set(if l1.serving { 1.0 } else { 0.0 });
-                metrics::gauge!("dashcache_l1_entries").set(l1.l1_entries as f64);
-                metrics::gauge!("dashcache_l1_tracked_nodes").set(l1.tracked_nodes as f64);
-                metrics::counter!("dashcache_l1_connections_total").absolute(l1.connections);
-                metrics::counter!("dashcache_l1_flushes_total").absolute(l1.flushes);
-                metrics::counter!("dashcache_l1_fills_refused_total").absolute(l1.fills_refused);
+                gauge(
+                    "dashcache_l1_serving",
+                    "1 while the in-process L1 may serve (its last probe proves it fresh).",
+                    if l1.serving { 1.0 } else { 0.0 },
+                );
+                gauge(
+                    "dashcache_l1_entries",
+                    "Entries in the in-process L1.",
+                    l1.l1_entries as f64,
+                );
+                gauge(
+                    "dashcache_l1_tracked_nodes",
+                    "Redis servers the L1 tracks (the masters, on a cluster).",
+                    l1.tracked_nodes as f64,
+                );
+                counter(
+                    "dashcache_l1_connections_total",
+                    "Tracking connections the L1 made (each flushed it before it served).",
+                    l1.connections,
+                );
+                counter(
+                    "dashcache_l1_flushes_total",
+                    "Times the L1 was flushed (a new tracking connection, FLUSHALL).",
+                    l1.flushes,
+                );
+                counter(
+                    "dashcache_l1_fills_refused_total",
+                    "Values read from Redis not put in L1 because their key changed meanwhile.",
+                    l1.fills_refused,
+                );
             }
         });
         let mut text = self.inner.prometheus_handle.render();

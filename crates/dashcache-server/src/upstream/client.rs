@@ -257,6 +257,14 @@ impl ProviderClient {
 
     /// Publishes the counts and breaker states to the current metrics recorder.
     pub fn publish(&self) {
+        metrics::describe_counter!(
+            "dashcache_upstream_calls_total",
+            "Calls to the provider API, by route and outcome."
+        );
+        metrics::describe_gauge!(
+            "dashcache_upstream_breaker_open",
+            "1 while a provider's circuit breaker is open."
+        );
         for ((route, outcome), n) in self.calls() {
             metrics::counter!("dashcache_upstream_calls_total", "route" => route, "outcome" => outcome)
                 .absolute(n);

@@ -4,7 +4,8 @@
 //! - `GET /v1/accounts/{id}/balance` and `GET /v1/accounts/{id}/holdings` need
 //!   `Authorization: Bearer pat_…` and answer deterministic data with the time it was read.
 //! - `GET /_admin/stats` counts the calls by route; `POST /_admin/knobs` sets the latency, the
-//!   error rate and whether it is down (the same knobs as [`Knobs`]).
+//!   error rate and whether it is down (the same knobs as [`Knobs`]; any of the three, the
+//!   others kept) and answers with all three.
 //!
 //! A real provider checks its tokens against what it issued; this one checks their form only,
 //! so that it can restart without invalidating the service's stored credentials.
@@ -277,7 +278,53 @@ async fn stats(State(knobs): State<Arc<Knobs>>) -> Json<serde_json::Value> {
     Json(json!({ "calls": knobs.calls(), "knobs": knobs.settings() }))
 }
 
-async fn set_knobs(State(knobs): State<Arc<Knobs>>, body: Json<KnobSettings>) -> StatusCode {
-    knobs.set(body.0);
-    StatusCode::NO_CONTENT
+/// A change of some knobs: the ones left out keep their value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnobChange {
+    latency_ms: Option<u64>,
+    error_rate: Option<f64>,
+    down: Option<bool>,
+}
+
+async fn set_knobs(
+    State(knobs): State<Arc<Knobs>>,
+    body: Result<Json<KnobChange>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let change = match body {
+        Ok(Json(change)) => change,
+        Err(rejection) => return problem(rejection.status(), &rejection.body_text()),
+    };
+    if let Some(rate) = change.error_rate
+        && !(0.0..=1.0).contains(&rate)
+    {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "error_rate is a share of calls, from 0.0 to 1.0",
+        );
+    }
+    let current = knobs.settings();
+    knobs.set(KnobSettings {
+        latency_ms: change.latency_ms.unwrap_or(current.latency_ms),
+        error_rate: change.error_rate.unwrap_or(current.error_rate),
+        down: change.down.unwrap_or(current.down),
+    });
+    Json(knobs.settings()).into_response()
+}
+
+/// An `application/problem+json` answer (the service's own errors module is not for the
+/// stand-in provider, which the service depends on).
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }

@@ -45,6 +45,7 @@ async fn health_metrics_and_stats(app: &TestApp) {
         "{text}"
     );
     assert!(text.contains("# HELP dashcache_cache_operation_duration_seconds "));
+    dashcache_testkit::prometheus::check_described(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for needle in [
         "dashcache_cache_hits_total{namespace=\"user\"} 1",
         "dashcache_cache_misses_total{namespace=\"user\"}",

@@ -200,6 +200,10 @@ impl RateLimitLayer {
     /// `dashcache_ratelimit_decisions_total{outcome}`.
     pub fn publish(&self) {
         let s = self.stats();
+        metrics::describe_counter!(
+            "dashcache_ratelimit_decisions_total",
+            "Rate-limit decisions, by outcome (allowed, limited, and how a failing store was handled)."
+        );
         for (outcome, n) in [
             ("allowed", s.allowed),
             ("limited", s.limited),
