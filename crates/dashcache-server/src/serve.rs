@@ -209,7 +209,7 @@ pub async fn build_state(
         ),
         _ => tracing::info!(
             backend = backend.name,
-            latency_ms = report.latency.map(|d| d.as_secs_f64() * 1e3),
+            latency_ms = report.latency.map(crate::routes::access::millis),
             "cache ready"
         ),
     }

@@ -4,7 +4,7 @@
 //! The log names the route's pattern (`/api/v1/users/{id}`), never the path: ids, handles and
 //! anything a client typed into a URL stay out of the logs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -13,6 +13,12 @@ use axum::response::Response;
 
 use crate::error::problem;
 use crate::state::AppState;
+
+/// `d` in milliseconds to two decimals, for logs and JSON: a reader wants `38.25`, not the
+/// float's `38.248293000000004`.
+pub(crate) fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
 
 /// The most header bytes (names and values) a request may carry; past it, 431. Far below
 /// hyper's own limit, so the answer is ours (a problem body), not a bare status line.
@@ -64,7 +70,7 @@ pub(crate) async fn access(
             method = %method,
             route = %route,
             status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1e3,
+            latency_ms = millis(started.elapsed()),
             request_id = %id.to_str().unwrap_or_default(),
         );
     }

@@ -46,7 +46,7 @@ pub(crate) async fn health(
         return (code, Json(serde_json::json!({ "status": status }))).into_response();
     }
     let db = match &database {
-        Ok(rtt) => serde_json::json!({ "status": "up", "latency_ms": rtt.as_secs_f64() * 1e3 }),
+        Ok(rtt) => serde_json::json!({ "status": "up", "latency_ms": super::access::millis(*rtt) }),
         Err(_) => serde_json::json!({ "status": "down", "error": "database_unavailable" }),
     };
     let body = serde_json::json!({
@@ -54,7 +54,7 @@ pub(crate) async fn health(
         "cache": {
             "backend": state.backend(),
             "status": cache.status,
-            "latency_ms": cache.latency.map(|d| d.as_secs_f64() * 1e3),
+            "latency_ms": cache.latency.map(super::access::millis),
             "error": cache.error,
             "l1": state.l1_status().map(|l1| l1_json(&l1)),
         },
@@ -69,7 +69,7 @@ pub(crate) async fn health(
 fn l1_json(l1: &HybridStatus) -> serde_json::Value {
     serde_json::json!({
         "serving": l1.serving,
-        "proven_ms_ago": l1.proven_ago.map(|d| d.as_secs_f64() * 1e3),
+        "proven_ms_ago": l1.proven_ago.map(super::access::millis),
         "tracked_nodes": l1.tracked_nodes,
         "connections": l1.connections,
         "flushes": l1.flushes,
@@ -84,7 +84,7 @@ fn l1_json(l1: &HybridStatus) -> serde_json::Value {
 fn log_json(log: &dashcache::coherent::log::ConsumerStatus) -> serde_json::Value {
     serde_json::json!({
         "proven": log.follower.proven,
-        "proven_ms_ago": log.follower.proven_ago.map(|d| d.as_secs_f64() * 1e3),
+        "proven_ms_ago": log.follower.proven_ago.map(super::access::millis),
         "staleness_ms": log.follower.staleness.as_millis() as u64,
         "entries": log.entries,
         "applied": log.applied,

@@ -445,6 +445,16 @@ async fn the_access_log_names_the_route_never_the_path_or_a_secret() {
     for field in ["method=GET", "status=200", "latency_ms=", "request_id="] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
+    // Milliseconds to two decimals at most, not a float's noise.
+    let latency = line
+        .split("latency_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default();
+    assert!(
+        latency.split('.').nth(1).is_none_or(|d| d.len() <= 2),
+        "{latency} in {line}"
+    );
     assert!(
         logs.contains("route=/api/v1/sessions") && logs.contains("status=201"),
         "{logs}"

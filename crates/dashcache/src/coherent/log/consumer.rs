@@ -1,7 +1,7 @@
 //! [`Consumer`]: one per instance. It reads the log, applies each entry to this process's
 //! memory at once and to the shared cache until it is applied, and keeps the proof.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::read::Cursor;
 use super::{Dialect, InvalidationLog};
 use crate::coherent::{Applier, Follower, FollowerStatus, Target};
 use crate::error::{Error, Result};
+use crate::fallback::BurstLog;
 
 /// The most targets waiting for the shared cache; past it the backlog is dropped and the
 /// coherent namespaces are swept from the shared cache instead (memory stays bounded).
@@ -176,6 +177,7 @@ impl ConsumerBuilder {
             shared_horizon: AtomicI64::new(i64::MIN),
             counters: Counters::default(),
             last_error: Mutex::new(None),
+            warnings: Mutex::default(),
             stopped: AtomicBool::new(false),
         });
         let mut tasks = vec![
@@ -344,6 +346,9 @@ struct State {
     shared_horizon: AtomicI64,
     counters: Counters,
     last_error: Mutex<Option<String>>,
+    /// One burst log per kind of failure: a failure repeats on every pass while it lasts
+    /// (Redis down: every second), and one kind must not hide another.
+    warnings: Mutex<HashMap<&'static str, BurstLog>>,
     stopped: AtomicBool,
 }
 
@@ -383,9 +388,18 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn failed(&self, what: &str, e: &Error) {
-        tracing::warn!(consumer = %self.id, error = %e, "invalidation log: {what}");
+    fn failed(&self, what: &'static str, e: &Error) {
         *self.last_error() = Some(format!("{what}: {e}"));
+        let due = self
+            .warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(what)
+            .or_default()
+            .should_log();
+        if let Some(suppressed) = due {
+            tracing::warn!(consumer = %self.id, error = %e, suppressed, "invalidation log: {what}");
+        }
     }
 
     /// Evicts `keys` from this process's memory, after marking them pending (in that order:
