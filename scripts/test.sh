@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The project's one test command (the README names it; CI runs it through .ci/run).
 #
-# On a fresh Debian machine it first brings up what the tests need: `redis-server` (the tests
-# spawn private servers on free loopback ports; they never use a shared Redis). Then it runs the
-# tests of the whole workspace, doc tests included.
+# On a fresh Debian machine it first installs what the tests need (as root, with apt-get;
+# otherwise it names the package and stops):
+# - `redis-server` (with `redis-cli`): the tests spawn private servers, clusters and Sentinel
+#   sets on free loopback ports in temporary directories; they never touch a shared Redis;
+# - PostgreSQL's binaries (`initdb`, `postgres`, `psql`), unless DATABASE_URL names a
+#   postgres:// server: the testkit makes a throwaway cluster and stops it (never the machine's).
+# Then it runs the tests of the whole workspace with every feature, doc tests included;
+# arguments are passed to `cargo test` (e.g. `scripts/test.sh -p dashcache -- cluster`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,7 +5,8 @@
 //! - `cargo run --release -p dashcache-server -- serve` names a package whose one binary is
 //!   `dashcache`, and `.ci/run` compiles it under the release profile;
 //! - `config check`, `keys stats` (on a spawned Redis), `serve` with the load-test flags, and
-//!   `load` against that service run for real, as written.
+//!   `load` against that service run for real, as written;
+//! - the lists of namespaces in the README and `.env.example` are the service's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is how a test fails
 
@@ -17,6 +18,33 @@ use std::time::{Duration, Instant};
 use dashcache_testkit::RedisServer;
 
 const README: &str = include_str!("../../../README.md");
+
+const ENV_EXAMPLE: &str = include_str!("../../../.env.example");
+
+/// The README's sentence on what L1 tracks names every namespace the service reads through
+/// L1, and no other; `.env.example` gives `CACHE_DB_COHERENT`'s default as the service's.
+#[test]
+fn the_namespace_lists_of_the_docs_are_the_services() {
+    let start = README
+        .find("with L1 on (the default) tracks the namespaces")
+        .expect("the README's L1 sentence");
+    let sentence = &README[start..start + README[start..].find(';').unwrap()];
+    let mut listed: Vec<&str> = sentence.split('`').skip(1).step_by(2).collect();
+    let mut served = dashcache_server::serve::L1_NAMESPACES.to_vec();
+    listed.sort_unstable();
+    served.sort_unstable();
+    assert_eq!(listed, served, "{sentence}");
+
+    let default = ENV_EXAMPLE
+        .lines()
+        .find_map(|l| l.split("as before). Default: ").nth(1))
+        .expect("CACHE_DB_COHERENT's default in .env.example");
+    let mut documented: Vec<&str> = default.trim().split(',').collect();
+    let mut coherent = dashcache_server::state::COHERENT_NAMESPACES.to_vec();
+    documented.sort_unstable();
+    coherent.sort_unstable();
+    assert_eq!(documented, coherent, "{default}");
+}
 
 /// The lines of the README's `sh` blocks.
 fn sh_lines() -> Vec<&'static str> {
