@@ -44,8 +44,9 @@ impl std::io::Write for Logs {
     }
 }
 
-#[test]
-fn a_failing_cache_logs_once_per_burst_not_once_per_request() {
+/// Runs `work` on a one-thread runtime (so every task it spawns runs where the subscriber is the
+/// default) and returns its output with the warnings logged meanwhile.
+fn with_warnings<T>(work: impl std::future::Future<Output = T>) -> (T, String) {
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -57,23 +58,27 @@ fn a_failing_cache_logs_once_per_burst_not_once_per_request() {
         .enable_all()
         .build()
         .unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let mut server = RedisServer::start();
-            let cache = Arc::new(redis(&server, Duration::from_millis(250)).await);
-            server.kill();
-            let aside = CacheAside::builder(cache).build();
-            for _ in 0..50 {
-                let value = aside
-                    .get_or_load("t:user:1", Ttl::secs(60), || async {
-                        Ok::<_, LoadError>(1u8)
-                    })
-                    .await;
-                assert_eq!(value, Ok(1));
-            }
-        });
-    });
+    let out = tracing::subscriber::with_default(subscriber, || rt.block_on(work));
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[test]
+fn a_failing_cache_logs_once_per_burst_not_once_per_request() {
+    let ((), text) = with_warnings(async {
+        let mut server = RedisServer::start();
+        let cache = Arc::new(redis(&server, Duration::from_millis(250)).await);
+        server.kill();
+        let aside = CacheAside::builder(cache).build();
+        for _ in 0..50 {
+            let value = aside
+                .get_or_load("t:user:1", Ttl::secs(60), || async {
+                    Ok::<_, LoadError>(1u8)
+                })
+                .await;
+            assert_eq!(value, Ok(1));
+        }
+    });
     let warnings = text.lines().filter(|l| l.contains("cache-aside")).count();
     assert_eq!(warnings, 1, "{text}");
     assert!(text.contains("cache_unavailable"), "{text}");
@@ -88,79 +93,64 @@ fn the_log_consumer_warns_once_per_burst_while_redis_is_down() {
     use dashcache::coherent::log::{Consumer, Dialect, InvalidationLog, Mapping};
     use dashcache::coherent::{Follower, Target};
 
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    // One thread: the consumer's tasks run where the subscriber is the default.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (down_for, retries) = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let keys = Keys::new("app", ["user"]).unwrap();
-            let mapping_keys = keys.clone();
-            let mapping = Mapping::new()
-                .table("users", &["id"], move |change, out| {
-                    for row in &change.rows {
-                        let id = row.text("id").unwrap_or_default();
-                        out.push(Target::key(mapping_keys.key(["user", id.as_str()])?));
-                    }
-                    Ok(())
-                })
-                .unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("db.sqlite").display()
-            );
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::any::AnyPoolOptions::new()
-                .max_connections(2)
-                .connect(&url)
-                .await
-                .unwrap();
-            sqlx::query("CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+    let ((down_for, retries), text) = with_warnings(async {
+        let keys = Keys::new("app", ["user"]).unwrap();
+        let mapping_keys = keys.clone();
+        let mapping = Mapping::new()
+            .table("users", &["id"], move |change, out| {
+                for row in &change.rows {
+                    let id = row.text("id").unwrap_or_default();
+                    out.push(Target::key(mapping_keys.key(["user", id.as_str()])?));
+                }
+                Ok(())
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("db.sqlite").display()
+        );
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let log = InvalidationLog::new(Dialect::of_url(&url).unwrap(), mapping);
+        log.install(&pool).await.unwrap();
+        let mut server = RedisServer::start();
+        let shared = Arc::new(redis(&server, Duration::from_millis(200)).await);
+        let follower =
+            Follower::for_namespaces(&keys, ["user"], Duration::from_millis(500)).unwrap();
+        let consumer = Consumer::builder(log, url, follower)
+            .shared(shared)
+            .start()
+            .unwrap();
+        assert!(
+            consumer.ready(Duration::from_secs(20)).await,
+            "{consumer:?}"
+        );
+
+        server.kill();
+        let down = std::time::Instant::now();
+        for i in 0..30 {
+            sqlx::query("INSERT INTO users (id, name) VALUES ($1, 'x')")
+                .bind(format!("u{i}"))
                 .execute(&pool)
                 .await
                 .unwrap();
-            let log = InvalidationLog::new(Dialect::of_url(&url).unwrap(), mapping);
-            log.install(&pool).await.unwrap();
-            let mut server = RedisServer::start();
-            let shared = Arc::new(redis(&server, Duration::from_millis(200)).await);
-            let follower =
-                Follower::for_namespaces(&keys, ["user"], Duration::from_millis(500)).unwrap();
-            let consumer = Consumer::builder(log, url, follower)
-                .shared(shared)
-                .start()
-                .unwrap();
-            assert!(
-                consumer.ready(Duration::from_secs(20)).await,
-                "{consumer:?}"
-            );
-
-            server.kill();
-            let down = std::time::Instant::now();
-            for i in 0..30 {
-                sqlx::query("INSERT INTO users (id, name) VALUES ($1, 'x')")
-                    .bind(format!("u{i}"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                consumer.wake();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            // Every entry is still waiting: the consumer kept retrying, it did not give up.
-            let retries = consumer.status().retries;
-            assert!(consumer.status().queued > 0, "{consumer:?}");
-            (down.elapsed(), retries)
-        })
+            consumer.wake();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every entry is still waiting: the consumer kept retrying, it did not give up.
+        let retries = consumer.status().retries;
+        assert!(consumer.status().queued > 0, "{consumer:?}");
+        (down.elapsed(), retries)
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let warnings = text
         .lines()
         .filter(|l| l.contains("invalidation log: the shared cache refused an invalidation"))
