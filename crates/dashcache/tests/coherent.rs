@@ -414,7 +414,7 @@ async fn sqlite_an_embedded_cache_follows_the_log_and_lapses_without_it() {
         .sweep_pause(Duration::from_millis(10))
         .start()
         .unwrap();
-    assert!(consumer.ready(Duration::from_secs(20)).await);
+    proven_and_swept(&consumer).await;
     let key = keys().key(["user", "u1"]).unwrap();
     gated
         .set(&key, bytes::Bytes::from_static(b"cached"), Ttl::secs(60))
@@ -514,7 +514,7 @@ async fn postgres_explicit_entries_commit_with_their_transaction() {
         .sweep_pause(Duration::from_millis(10))
         .start()
         .unwrap();
-    assert!(consumer.ready(Duration::from_secs(20)).await);
+    proven_and_swept(&consumer).await;
     let key = keys().key(["user", "x"]).unwrap();
     let version = keys().key(["rate", "v"]).unwrap();
     for k in [&key, &version] {
@@ -750,6 +750,21 @@ async fn four_instances_write_each_entry_about_once() {
     let per_entry = written as f64 / 200.0;
     println!("Redis writes per log entry with 4 instances: {per_entry:.2}");
     assert!(per_entry < 2.0, "{per_entry} writes per entry");
+}
+
+/// Waits until `consumer` is proven and its first sweep is done. The first consumer of a log
+/// sweeps the shared cache once; readers are kept off the cache meanwhile, but a test that puts
+/// a value there itself must wait, or the sweep may take it.
+async fn proven_and_swept(consumer: &Consumer) {
+    assert!(
+        consumer.ready(Duration::from_secs(20)).await,
+        "{consumer:?}"
+    );
+    wait_for(
+        || consumer.status().queued == 0 && !consumer.status().follower.overflow,
+        "the first sweep",
+    )
+    .await;
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
