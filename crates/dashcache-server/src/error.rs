@@ -92,8 +92,8 @@ impl Unauthenticated {
                  cookie"
             }
             Self::Malformed => {
-                "malformed credentials: the Authorization header must be `Bearer <token>` with \
-                 a session token of this service"
+                "malformed credentials: send `Authorization: Bearer <token>` or the `session` \
+                 cookie, with a session token of this service"
             }
             Self::Unknown => "unknown or expired session: log in again",
             Self::Revoked => "the session was revoked: log in again",

@@ -64,7 +64,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
         /// Redis (overrides REDIS_URL).
-        #[arg(long, env = "REDIS_URL", global = true)]
+        #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
         redis_url: Option<String>,
     },
     /// Check the configuration.
@@ -95,7 +95,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct WarmArgs {
     /// The database.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// What to warm.
     #[arg(
@@ -134,7 +134,7 @@ struct ServeArgs {
     /// Redis (`redis://host:port`, `rediss://` for TLS), a cluster (`redis+cluster://host:port`
     /// or comma-separated seed URLs) or a Sentinel set
     /// (`redis+sentinel://host:port,…/<master-name>`); the embedded cache when absent.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// DANGER: do not verify the Redis server's TLS certificate (a test bench only; warned
     /// about at start). `CACHE_TLS_INSECURE=true` does the same.
@@ -184,7 +184,7 @@ struct ServeArgs {
     cache: CacheChoice,
     /// The upstream provider API (`http://host:port`, e.g. a `dashcache upstream`); when
     /// absent, one runs in-process on a free loopback port with the two settings below.
-    #[arg(long, env = "DASHCACHE_UPSTREAM_URL")]
+    #[arg(long, env = "DASHCACHE_UPSTREAM_URL", hide_env_values = true)]
     upstream_url: Option<String>,
     /// The in-process upstream's latency per call, in milliseconds.
     #[arg(long, default_value_t = 50)]
@@ -202,7 +202,7 @@ struct ServeArgs {
 struct BenchArgs {
     /// `redis://…` or a cluster URL (as for `serve`); the embedded cache (against raw moka)
     /// when absent.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     url: Option<String>,
     /// Operations to measure.
     #[arg(
@@ -276,7 +276,7 @@ enum UsersCommand {
         #[arg(long)]
         admin: bool,
         /// The database.
-        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
     },
 }
@@ -307,8 +307,9 @@ struct LoadArgs {
     /// never on the command line, which every local user can read.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent connections (1 to 4096).
+    #[arg(long, default_value_t = 32,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     concurrency: usize,
     /// How long, in seconds.
     #[arg(long, default_value_t = 10)]

@@ -47,6 +47,47 @@ fn version_and_help() {
     assert!(err.contains("Usage"), "{err}");
 }
 
+/// The subcommands a `--help` text lists.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--help` shows which variable sets a flag, never the value: a URL's password stays out of
+/// every help text, at every level.
+#[test]
+fn help_texts_never_show_a_secret_from_the_environment() {
+    let env = [
+        ("REDIS_URL", "redis://:s3cret-redis@127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://u:s3cret-db@127.0.0.1:1/x"),
+        ("DASHCACHE_UPSTREAM_URL", "http://u:s3cret-up@127.0.0.1:1"),
+    ];
+    let (ok, top, _) = dashcache(&["--help"], &env);
+    assert!(ok);
+    let mut paths: Vec<Vec<String>> = vec![Vec::new()];
+    for command in subcommands(&top) {
+        let (_, help, _) = dashcache(&[&command, "--help"], &env);
+        for nested in subcommands(&help) {
+            paths.push(vec![command.clone(), nested]);
+        }
+        paths.push(vec![command]);
+    }
+    assert!(paths.len() > 10, "{paths:?}");
+    for path in paths {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let (ok, out, err) = dashcache(&args, &env);
+        assert!(ok, "{args:?}: {err}");
+        assert!(!out.contains("s3cret"), "{args:?} shows a secret:\n{out}");
+    }
+}
+
 #[test]
 fn config_check_lists_every_problem_and_masks_secrets() {
     // What `serve` refuses, `config check` refuses, naming the variable and its source.
@@ -701,9 +742,30 @@ fn warm_loads_users_and_account_lists_then_finds_them_cached() {
         ("CACHE_KEY_PREFIX", "warmtest".into()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // What a running service cached: warm is not the first reader of the database's log
+    // (which would sweep the shared cache), it follows no log at all.
+    raw(
+        &server,
+        &["SET", "warmtest:session:id:kept", "v"].map(str::to_owned),
+    );
     let args = ["warm", "--database-url", &url, "--batch", "2"];
     let (ok, out, err) = dashcache(&args, &env);
     assert!(ok, "{err}");
+    assert_eq!(
+        query::<Option<String>>(&server, &["GET", "warmtest:session:id:kept"]).as_deref(),
+        Some("v"),
+        "warm swept the service's cache"
+    );
+    // A database that does not exist is a wrong DATABASE_URL: refused, not created.
+    let missing = dir.path().join("missing.db");
+    let missing_url = format!("sqlite://{}?mode=rwc", missing.display());
+    let (ok, _, err) = dashcache(&["warm", "--database-url", &missing_url], &env);
+    assert!(!ok);
+    assert!(
+        err.contains("does not exist") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "warm created the database");
     assert!(
         out.contains(
             "Users: 3 keys, 0 already cached, 3 loaded, 0 not found, 0 failed, in 2 batches"
@@ -781,6 +843,34 @@ fn failed_commands_exit_non_zero_and_say_why() {
         "{err}"
     );
     drop(service);
+
+    // load: a path without its slash is named, not reported as an unreachable service; a
+    // URL's credentials are masked in its failures.
+    let (ok, _, err) = dashcache(&["load", "--path", "health", "--duration-secs", "1"], &[]);
+    assert!(!ok);
+    assert!(err.contains("must start with `/`"), "{err}");
+    let with_password = format!("http://user:s3cret@127.0.0.1:{port}");
+    let (ok, _, err) = load(&with_password, "x");
+    assert!(!ok);
+    assert!(
+        !err.contains("s3cret") && err.contains("cannot reach"),
+        "{err}"
+    );
+
+    // keys and bench: the server that failed, masked.
+    let dead = format!("redis://:s3cret@127.0.0.1:{}", dead_port());
+    let (ok, _, err) = dashcache(&["keys", "stats"], &[("REDIS_URL", &dead)]);
+    assert!(!ok);
+    assert!(
+        err.contains("the Redis at redis://:***@127.0.0.1:") && !err.contains("s3cret"),
+        "{err}"
+    );
+    let (ok, _, err) = dashcache(&["bench", "--url", &dead, "--ops", "get"], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("the Redis at redis://:***@127.0.0.1:") && !err.contains("s3cret"),
+        "{err}"
+    );
 
     // warm: no shared cache to fill.
     let args = ["warm", "--database-url", &database];

@@ -83,6 +83,15 @@ fn take_errors(data: &Data, slot: Slot) -> u64 {
     data.errors[slot as usize].swap(0, Ordering::Relaxed)
 }
 
+/// A connection that failed, naming the server (masked).
+fn unreachable(url: &str, e: &dashcache::Error) -> CliError {
+    format!(
+        "the Redis at {} (--url or REDIS_URL) cannot be used: {e}",
+        dashcache::url::mask_url(url)
+    )
+    .into()
+}
+
 /// Runs the comparison; the table. Every key it wrote (`<prefix>:bench:…`) is deleted after.
 ///
 /// # Errors
@@ -222,7 +231,8 @@ async fn hybrid_table(
     let redis = RedisCache::builder(url)
         .timeout(Duration::from_secs(2))
         .connect()
-        .await?;
+        .await
+        .map_err(|e| unreachable(url, &e))?;
     prefill(&redis, data).await?;
     let hybrid = HybridCache::builder(redis.clone())
         .track_prefix(data.space.clone())
@@ -325,7 +335,8 @@ async fn redis_sides(url: &str, data: &Arc<Data>, ops: &[BenchOp]) -> Result<Pai
     let cache = RedisCache::builder(url)
         .timeout(Duration::from_secs(2))
         .connect()
-        .await?;
+        .await
+        .map_err(|e| unreachable(url, &e))?;
     prefill(&cache, data).await?;
     // The baseline is the raw client the way it is used without dashcache: a multiplexed
     // connection, or the cluster client for a cluster (which splits MGET by slot itself).

@@ -93,7 +93,7 @@ pub async fn check(database_url: Option<String>, ping: bool) -> Result<String, C
 }
 
 /// The file a `sqlite:` URL names (`None` for other databases and in-memory SQLite).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

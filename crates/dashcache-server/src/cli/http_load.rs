@@ -153,6 +153,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
+    // `health` would be glued to the port (`:8080health`) and fail as "cannot reach".
+    if let Some(path) = options.paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!("--path {path:?} must start with `/` (e.g. /{path})").into());
+    }
     let uris: Vec<axum::http::Uri> = options
         .paths
         .iter()
@@ -172,7 +176,8 @@ pub async fn run(options: &LoadOptions) -> Result<Interval, CliError> {
                 Arc::clone(&total),
             );
             let token = options.token.clone();
-            let base = options.base.clone();
+            // Named in failures: masked, as a URL may carry credentials.
+            let base = dashcache::url::mask_url(&options.base);
             tokio::spawn(async move {
                 let mut i = w;
                 while Instant::now() < end {

@@ -20,6 +20,15 @@ fn redis(settings: &CacheSettings) -> Result<RedisCache, CliError> {
         .build()?)
 }
 
+/// An operation's failure, naming the server (masked) and where its URL came from.
+fn failed_at(cache: &RedisCache, e: dashcache::Error) -> CliError {
+    format!(
+        "the Redis at {} (REDIS_URL or --redis-url): {e}",
+        cache.url()
+    )
+    .into()
+}
+
 /// Deletes (or, `dry_run`, counts by namespace) the keys matching `pattern`, with a progress
 /// spinner; the report. The pattern must stay inside the configured prefix (it starts with
 /// `<prefix>:`) unless `all_prefixes`: the Redis may hold other applications' keys.
@@ -43,7 +52,7 @@ pub async fn delete_pattern(
         .into());
     }
     let cache = redis(settings)?;
-    let total = cache.key_count().await?;
+    let total = cache.key_count().await.map_err(|e| failed_at(&cache, e))?;
     let bar = ProgressBar::new_spinner().with_style(style("{spinner} {msg} [{elapsed}]"));
     bar.enable_steady_tick(Duration::from_millis(100));
     let mode = if dry_run { Sweep::Count } else { Sweep::Delete };
@@ -77,7 +86,8 @@ pub async fn delete_pattern(
     };
     let n = cache
         .sweep_inspecting(pattern, mode, &mut report, &mut inspect)
-        .await?;
+        .await
+        .map_err(|e| failed_at(&cache, e))?;
     bar.finish_and_clear();
     if !dry_run {
         return Ok(format!("deleted {} matching {pattern:?}", plural(n, "key")));
@@ -102,7 +112,7 @@ pub async fn delete_pattern(
 pub async fn stats(settings: &CacheSettings) -> Result<String, CliError> {
     let cache = redis(settings)?;
     let keys = crate::state::keys_for(settings)?;
-    let server_total = cache.key_count().await?;
+    let server_total = cache.key_count().await.map_err(|e| failed_at(&cache, e))?;
     let bar = ProgressBar::new(NAMESPACES.len() as u64 + 1)
         .with_style(style("{bar:30} {pos}/{len} {msg}"));
     let mut lines = vec![format!(
@@ -116,7 +126,8 @@ pub async fn stats(settings: &CacheSettings) -> Result<String, CliError> {
         bar.set_message(ns);
         let n = cache
             .sweep(&keys.pattern([ns])?, Sweep::Count, &mut |_| {})
-            .await?;
+            .await
+            .map_err(|e| failed_at(&cache, e))?;
         counted += n;
         lines.push(format!("{ns:<14} {n:>10}"));
         bar.inc(1);
@@ -130,7 +141,8 @@ pub async fn stats(settings: &CacheSettings) -> Result<String, CliError> {
             Sweep::Count,
             &mut |_| {},
         )
-        .await?;
+        .await
+        .map_err(|e| failed_at(&cache, e))?;
     bar.finish_and_clear();
     lines.push(format!(
         "{:<14} {:>10}",

@@ -39,6 +39,25 @@ pub async fn run(options: &WarmOptions, settings: CacheSettings) -> Result<Strin
         );
     };
     let shown = dashcache::url::mask_url(&url);
+    // Warm reads the service's database. A SQLite file that does not exist is a DATABASE_URL
+    // that names the wrong one (or none), not an empty service: creating it warms nothing.
+    if let Some(path) = super::config::sqlite_file(&options.database_url)
+        && !path.exists()
+    {
+        return Err(format!(
+            "the database {} does not exist: warm reads the service's users from its database; \
+             set DATABASE_URL (or --database-url) to the service's",
+            dashcache::url::mask_url(&options.database_url)
+        )
+        .into());
+    }
+    let mut settings = settings;
+    // A one-shot writer follows no invalidation log: the first reader of a log sweeps the
+    // shared cache (it cannot know what the cache holds), and a reader registers itself in the
+    // database for the retention's sake. Its fills are fenced like any other, so a change
+    // committed while it runs still wins. Nor does it keep an L1 it would drop at exit.
+    settings.db_coherent = Some(Vec::new());
+    settings.l1_max_entries = 0;
     let serve = ServeOptions {
         listen: "127.0.0.1:0".parse()?,
         database_url: options.database_url.clone(),

@@ -100,6 +100,10 @@ pub(crate) async fn rotate_user(
     let Path(id) = path?;
     let id = check_id(&id)?;
     require_self_or(&state, &user, id, "security", "rotate").await?;
+    // A version for nobody would be a row no one reads, and a 200 that says something happened.
+    if state.db().user(id).await?.is_none() {
+        return Err(AppError::NotFound("user"));
+    }
     let version = state.bump_security_version(Some(id)).await?;
     Ok(Json(
         serde_json::json!({ "scope": "user", "user_id": id, "version": version }),

@@ -120,11 +120,16 @@ pub(crate) async fn login(
         revoked_at: None,
     };
     state.db().insert_session(&row).await?;
-    if let Err(e) = state
-        .sessions()
-        .put(&ServiceSession::from(row.clone()), None)
-        .await
-    {
+    let session = ServiceSession::from(row.clone());
+    // This instance has just verified it: while the cache cannot answer, its requests resolve
+    // from this memory, even from a network whose failed lookups used up its allowance.
+    if let Ok(key) = state.sessions().session_key(&issued.handle) {
+        state
+            .session_lookups()
+            .verified()
+            .remember(key, session.clone());
+    }
+    if let Err(e) = state.sessions().put(&session, None).await {
         // The database has it; the first request will cache it.
         tracing::warn!(code = e.code(), "could not cache a new session");
     }

@@ -463,7 +463,7 @@ impl AppState {
             );
             metrics::describe_counter!(
                 "dashcache_session_lookups_total",
-                "Session lookups that left the cache, by outcome (limited: refused before the database)."
+                "Session lookups by outcome: cache (the cache or its L1), memory (sessions this instance verified, while the cache fails), database, or why none was found (unknown, revoked, limited: refused before the database)."
             );
             for (outcome, n) in self.inner.session_lookups.counts() {
                 metrics::counter!("dashcache_session_lookups_total", "outcome" => outcome)

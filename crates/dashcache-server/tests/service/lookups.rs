@@ -125,6 +125,25 @@ async fn a_redis_outage_logs_nobody_out_and_still_stops_forged_tokens() {
         "{statuses:?}"
     );
     assert!(lookups(&app, "memory") > 0);
+
+    // A user who logs in now, from that address, is not refused either: the instance that
+    // issued the session remembers it.
+    let login = app
+        .send_from(
+            OFFICE,
+            Method::POST,
+            "/api/v1/sessions",
+            None,
+            Some(json!({"user_id": "u2", "password": "bob-password"})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::CREATED, "{}", login.body);
+    let fresh = login.body["token"].as_str().unwrap().to_owned();
+    let statuses = reads(&app, &[fresh], 10).await;
+    assert!(
+        statuses.keys().all(|s| *s == 200 || *s == 429),
+        "a session issued during the outage: {statuses:?}"
+    );
 }
 
 /// An app over SQLite and the Redis at `url` with the production deadlines (the test

@@ -261,6 +261,17 @@ async fn a_bumped_security_version_revokes_sessions(app: &TestApp) {
             .await,
         StatusCode::FORBIDDEN,
     );
+    // Nobody to rotate: 404, not a version for a user who does not exist.
+    assert_problem(
+        &app.send(
+            Method::POST,
+            "/api/v1/users/nosuch/security/rotate",
+            Some(&alice),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
     let global = app
         .send(Method::POST, "/api/v1/security/rotate", Some(&alice), None)
         .await;
