@@ -255,7 +255,14 @@ pub(crate) async fn list(
     let id = check_id(&id)?;
     require_self_or(&state, &user, id, "sessions", "manage").await?;
     let rows = state.db().sessions_of(id).await?;
-    Ok(Json(rows.into_iter().map(SessionView::from).collect()))
+    // Sessions a security-version bump cut off cannot authenticate: not listed as live.
+    let current = state.db().security_versions(id).await?;
+    Ok(Json(
+        rows.into_iter()
+            .filter(|r| r.global_version >= current.global && r.user_version >= current.user)
+            .map(SessionView::from)
+            .collect(),
+    ))
 }
 
 /// `DELETE /api/v1/users/{id}/sessions/{handle}`: one session, by the handle a listing shows.

@@ -287,6 +287,15 @@ async fn a_bumped_security_version_revokes_sessions(app: &TestApp) {
         app.get("/api/v1/accounts", Some(&fresh)).await.status,
         StatusCode::OK
     );
+    // The sessions the bumps cut off are not listed as live: only the fresh one is.
+    let listed = app.get("/api/v1/users/u2/sessions", Some(&fresh)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.body
+    );
 }
 
 async fn logins_are_rate_limited_per_address(app: &TestApp) {
