@@ -530,6 +530,9 @@ async fn follow(
     let liveness_ms = i64::try_from(state.liveness.as_millis()).unwrap_or(i64::MAX);
     let mut last_beat = tokio::time::Instant::now();
     let mut last_retention = tokio::time::Instant::now();
+    // The first pass at once, not a poll period later: a starting (or reconnected) instance
+    // proves itself as soon as it has read the log.
+    state.wake.notify_one();
     loop {
         tokio::select! {
             () = state.wake.notified() => {}
