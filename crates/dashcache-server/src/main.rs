@@ -577,7 +577,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
         demo: service.demo.value,
         web: WebOptions {
             secure_cookies: service.secure_cookies.value,
-            ops_token: secret_from(args.ops_token_file.as_deref(), "DASHCACHE_OPS_TOKEN")?,
+            ops_token: ops_token(args.ops_token_file.as_deref())?,
             trusted_proxies: TrustedProxies::parse(&args.trusted_proxies)?.with_header(header),
             session_lookups: None,
             login_accounts: None,
@@ -616,16 +616,41 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 /// A secret from `file` (its first line), else from the environment variable `var`.
 fn secret_from(file: Option<&std::path::Path>, var: &str) -> Result<Option<String>, CliError> {
     let secret = match file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
+        Some(path) => {
+            let first = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
                 .lines()
                 .next()
                 .unwrap_or_default()
                 .trim()
-                .to_owned(),
-        ),
+                .to_owned();
+            // A file named on purpose that holds nothing is a mistake, not "no secret".
+            if first.is_empty() {
+                return Err(format!(
+                    "{}: its first line is empty; write the secret there",
+                    path.display()
+                )
+                .into());
+            }
+            Some(first)
+        }
         None => std::env::var(var).ok(),
     };
     Ok(secret.filter(|s| !s.is_empty()))
+}
+
+/// The operations token, from `file` or `DASHCACHE_OPS_TOKEN`: at least 16 characters, as it
+/// is the one secret that opens `/metrics` and the statistics.
+fn ops_token(file: Option<&std::path::Path>) -> Result<Option<String>, CliError> {
+    let token = secret_from(file, "DASHCACHE_OPS_TOKEN")?;
+    if let Some(t) = &token
+        && t.chars().count() < 16
+    {
+        return Err(
+            "the operations token (DASHCACHE_OPS_TOKEN or --ops-token-file) has fewer \
+                    than 16 characters: make a long random one (e.g. `openssl rand -hex 32`)"
+                .into(),
+        );
+    }
+    Ok(token)
 }

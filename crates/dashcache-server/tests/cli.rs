@@ -923,6 +923,38 @@ fn start_failures_name_what_failed() {
     assert!(err.contains("this database has no users"), "{err}");
     drop(taken);
 
+    // An operations token that opens nothing worth guarding: too short, or an empty file.
+    let (ok, err) = start(
+        &[("DASHCACHE_OPS_TOKEN", "short")],
+        "127.0.0.1:0",
+        &database,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("fewer than 16 characters") && !err.contains("short\n"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dashcache"));
+    let out = cmd
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ])
+        .arg("--ops-token-file")
+        .arg(&empty)
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("its first line is empty"), "{err}");
+
     // Something that answers, but not in Redis's protocol.
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let http_url = format!("redis://{}", http.local_addr().unwrap());
