@@ -284,10 +284,12 @@ impl Consumer {
         self.state.wake.notify_one();
     }
 
-    /// Waits until the proof holds, at most `limit`; whether it does.
+    /// Waits until the proof holds and no sweep of the shared cache is under way (the first
+    /// consumer of a log sweeps it, and until that is done coherent reads skip the shared
+    /// cache), at most `limit`; whether that came.
     pub async fn ready(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        while !self.state.follower.proven() {
+        while !self.state.follower.proven() || self.state.follower.status().overflow {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
